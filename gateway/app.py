@@ -1,0 +1,284 @@
+"""The ASGI application: routes, negotiation and the lifetime of the hub and the store.
+
+Run it with ``gateway serve`` (which also starts an embedded Redis when REDIS_URL is
+unset), or under any ASGI server: ``uvicorn --factory gateway.app:create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway import changes, keys, problems
+from gateway.events import EventId, retry_frame
+from gateway.exceptions import BackendUnavailable, InvalidUpdate, JobAlreadyExists
+from gateway.hub import Hub
+from gateway.negotiation import Representation, negotiate
+from gateway.settings import Settings, SettingsError
+from gateway.store import Record, Store
+from gateway.streams import job_stream
+
+# Until API keys exist every job belongs to one tenant; the tenant is in every key and
+# channel name all the same (issue 2, item 8).
+TENANT = keys.DEFAULT_TENANT
+
+# DESIGN.md section 2: the polite polling interval of a job that is not done.
+POLL_INTERVAL_SECONDS = 2
+
+
+class _State:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub: Hub
+        self.store: Store
+
+
+def _etag_matches(header: str, version: int) -> bool:
+    wanted = f'"{version}"'
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == wanted:
+            return True
+    return False
+
+
+def _snapshot_headers(record: Record) -> dict[str, str]:
+    headers = {"ETag": f'"{record.version}"', "Vary": "Accept", "Cache-Control": "no-cache"}
+    if not record.terminal:
+        headers["Retry-After"] = str(POLL_INTERVAL_SECONDS)
+    return headers
+
+
+class JobEndpoint:
+    """``/v1/jobs/{id}``: a raw ASGI endpoint, so that its event streams stay lean."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        try:
+            if request.method not in ("GET", "HEAD"):
+                raise problems.ApiError(
+                    405, "request.method_not_allowed", f"{request.method} is not allowed here",
+                    {"Allow": "GET, HEAD"},
+                )
+            await self._get(request, send)
+        except problems.ApiError as exc:
+            await exc.response()(scope, receive, send)
+        except BackendUnavailable:
+            await problems.backend_unavailable().response()(scope, receive, send)
+
+    async def _get(self, request: Request, send: Any) -> None:
+        job_id = request.path_params["job_id"]
+        if not keys.valid_job_id(job_id):
+            raise problems.invalid_job_id(job_id)
+        representation = negotiate(request.headers.get("accept"))
+        if representation is None:
+            raise problems.not_acceptable()
+        state = self.state
+        if representation is Representation.STREAM:
+            # The header wins over the query parameter, which is for first connections.
+            raw_id = request.headers.get("last-event-id") or request.query_params.get(
+                "last_event_id"
+            )
+            await job_stream(
+                request.receive,
+                send,
+                hub=state.hub,
+                store=state.store,
+                tenant=TENANT,
+                job_id=job_id,
+                last_event_id=EventId.parse(raw_id),
+                retry_ms=state.settings.retry_ms,
+            )
+            return
+        record = await state.store.read(TENANT, job_id)
+        if record is None:
+            raise problems.not_found(job_id)
+        headers = _snapshot_headers(record)
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match and _etag_matches(if_none_match, record.version):
+            response = Response(status_code=304, headers=headers)
+        else:
+            response = Response(record.body(), media_type="application/json", headers=headers)
+        await response(request.scope, request.receive, send)
+
+
+async def create_job(request: Request) -> Response:
+    """``POST /v1/jobs``: register a queued job (backend services)."""
+    state: _State = request.app.state.gateway
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise problems.ApiError(400, "request.invalid_parameter", "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise problems.ApiError(400, "request.invalid_parameter", "the body must be a JSON object")
+    unknown = set(body) - {"job_id", "conversion"}
+    if unknown:
+        raise problems.ApiError(
+            400, "request.invalid_parameter", f"unknown field(s): {', '.join(sorted(unknown))}"
+        )
+    job_id = body.get("job_id")
+    if job_id is None:
+        job_id = changes.new_job_id(int(time.time() * 1000))
+    elif not isinstance(job_id, str) or not keys.valid_job_id(job_id):
+        raise problems.invalid_job_id(str(job_id))
+    conversion = body.get("conversion")
+    if conversion is not None and not isinstance(conversion, dict):
+        raise problems.ApiError(400, "request.invalid_parameter", "conversion must be an object")
+    call = changes.call(
+        "create",
+        job_id,
+        {"conversion": conversion or {}},
+        tenant=TENANT,
+        retention_seconds=state.settings.retention_seconds,
+        output_ttl_seconds=state.settings.output_ttl_seconds,
+    )
+    try:
+        change = await state.store.change(call)
+    except JobAlreadyExists:
+        raise problems.ApiError(409, "jobs.already_exists", f"job {job_id!r} already exists") from None
+    except InvalidUpdate as exc:
+        raise problems.ApiError(400, "request.invalid_parameter", str(exc)) from None
+    return JSONResponse(
+        change.data,
+        status_code=201,
+        headers={"Location": f"/v1/jobs/{job_id}", "ETag": f'"{change.data["version"]}"'},
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state: _State = request.app.state.gateway
+    if state.hub.connected.is_set() and await state.store.ping():
+        return JSONResponse({"status": "ready"})
+    raise problems.backend_unavailable()
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, problems.ApiError)
+    return exc.response()
+
+
+async def _backend_unavailable(request: Request, exc: Exception) -> Response:
+    return problems.backend_unavailable().response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "request.not_found", 405: "request.method_not_allowed"}.get(
+        exc.status_code, "request.invalid"
+    )
+    return problems.error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return problems.error_response(500, "internal", "an unexpected error; it has been logged")
+
+
+@contextmanager
+def _streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Any:
+    """On SIGTERM/SIGINT, end every open stream with a ``retry:`` (DESIGN.md section 5).
+
+    An ASGI server waits for open responses before it runs the lifespan shutdown, so the
+    streams must end when the signal arrives. The server's own handler still runs after
+    ours; jitter spreads the clients' reconnects over [retry, 2 * retry] milliseconds.
+    """
+    loop = asyncio.get_running_loop()
+
+    def end_streams() -> None:
+        hub.finish_all(lambda: retry_frame(random.randint(retry_ms, 2 * retry_ms)))
+
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        # A signal handler may run between any two bytecodes: only schedule the work.
+        loop.call_soon_threadsafe(end_streams)
+        chained = previous.get(signum)
+        if callable(chained):
+            chained(signum, frame)
+
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (an embedding server): nothing to chain
+        pass
+    try:
+        yield
+    finally:
+        for sig, chained in previous.items():
+            signal.signal(sig, chained)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    if settings is None:
+        settings = Settings.from_env()
+    if settings.redis_url is None:
+        raise SettingsError(
+            "REDIS_URL is not set: point it at Redis/Valkey 7+, or run `gateway serve`, "
+            "which starts an embedded server when REDIS_URL is unset"
+        )
+    redis_url = settings.redis_url
+    state = _State(settings)
+
+    async def resync(hub: Hub, channels: list[str]) -> None:
+        # After a reconnect: whatever changed while the hub was away is re-read and sent.
+        for name in channels:
+            tenant_and_job = keys.parse_job_channel(name)
+            if tenant_and_job is None:
+                continue
+            try:
+                record = await state.store.read(*tenant_and_job)
+            except BackendUnavailable:
+                return
+            if record is not None:
+                hub.dispatch(name.encode(), record.message("progress"))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with (
+            Store.connected(redis_url, timeout=settings.redis_timeout_seconds) as store,
+            Hub.running(
+                redis_url,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                subscribe_timeout_seconds=settings.subscribe_timeout_seconds,
+                resync=resync,
+            ) as hub,
+        ):
+            state.store, state.hub = store, hub
+            with _streams_end_on_exit_signal(hub, settings.retry_ms):
+                yield
+
+    endpoint = JobEndpoint(state)
+    routes = [
+        Route("/v1/jobs", create_job, methods=["POST"]),
+        Route("/v1/jobs/{job_id:str}", endpoint),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    handlers: dict[Any, Callable[..., Any]] = {
+        problems.ApiError: _api_error,
+        BackendUnavailable: _backend_unavailable,
+        HTTPException: _http_error,
+        Exception: _internal_error,
+    }
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app.state.gateway = state
+    return app

@@ -1,0 +1,239 @@
+"""The hub: one pub/sub connection per gateway process, shared by every stream.
+
+DESIGN.md section 5: a channel is subscribed when its first local watcher arrives and
+unsubscribed when the last leaves; each message is parsed and encoded once, and the same
+bytes are written to every watcher. One timer sends every idle stream its heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+
+import anyio
+
+from gateway.events import Message
+from gateway.exceptions import BackendUnavailable
+from gateway.pubsub import PubSubConnection, Reply
+from gateway.watcher import Watcher
+
+log = logging.getLogger("gateway.hub")
+
+Resync = Callable[["Hub", list[str]], Awaitable[None]]
+
+
+class _Channel:
+    __slots__ = ("ready", "watchers")
+
+    def __init__(self) -> None:
+        self.watchers: set[Watcher] = set()
+        self.ready: asyncio.Event | None = None  # made only when someone waits for SUBSCRIBE
+
+
+class Hub:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        heartbeat_seconds: float,
+        subscribe_timeout_seconds: float,
+        resync: Resync | None = None,
+    ) -> None:
+        self._url = redis_url
+        self._heartbeat_seconds = heartbeat_seconds
+        self._subscribe_timeout = subscribe_timeout_seconds
+        self._resync = resync
+        self._channels: dict[bytes, _Channel] = {}
+        # SUBSCRIBE/UNSUBSCRIBE commands sent per channel whose replies have not come yet.
+        # A channel is subscribed once its count is back to zero: counting both kinds keeps
+        # a late reply to an earlier SUBSCRIBE from confirming a later one too early.
+        self._inflight: dict[bytes, int] = {}
+        self._watchers: set[Watcher] = set()
+        self._conn: PubSubConnection | None = None
+        self._bad_channels: set[bytes] = set()
+        self.bad_messages = 0
+        self.reconnects = 0
+        self.connected = anyio.Event()
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def running(
+        cls,
+        redis_url: str,
+        *,
+        heartbeat_seconds: float,
+        subscribe_timeout_seconds: float,
+        resync: Resync | None = None,
+    ) -> AsyncIterator[Hub]:
+        hub = cls(
+            redis_url,
+            heartbeat_seconds=heartbeat_seconds,
+            subscribe_timeout_seconds=subscribe_timeout_seconds,
+            resync=resync,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hub._connection_loop)
+            tg.start_soon(hub._heartbeat_loop)
+            try:
+                yield hub
+            finally:
+                hub.finish_all(bytes)
+                tg.cancel_scope.cancel()
+                if hub._conn is not None:
+                    hub._conn.close()
+
+    async def _connection_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                with anyio.fail_after(self._subscribe_timeout):
+                    conn = await PubSubConnection.open(self._url, self._on_reply)
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                log.warning("pub/sub connection to Redis failed: %s; retrying in %.2fs",
+                            exc, backoff)
+                # Jitter spreads the reconnects of many gateway processes after an outage.
+                await anyio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            self._conn = conn
+            self._inflight.clear()
+            self._subscribe(list(self._channels))
+            self.connected.set()
+            if self.reconnects and self._resync is not None:
+                await self._resync(self, [c.decode() for c in self._channels])
+            await conn.closed
+            self._conn = None
+            self.connected = anyio.Event()
+            self.reconnects += 1
+            log.warning("pub/sub connection to Redis lost; reconnecting")
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await anyio.sleep(self._heartbeat_seconds)
+            for watcher in list(self._watchers):
+                watcher.heartbeat()
+
+    # -- watchers -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def watch(self, channels: Iterable[str], watcher: Watcher) -> AsyncIterator[None]:
+        """Deliver the messages of ``channels`` to ``watcher`` while the block runs.
+
+        Returns once every channel is subscribed (confirmed by Redis), so that a snapshot
+        read afterwards misses nothing; raises BackendUnavailable if that takes too long.
+        """
+        names = [c.encode() for c in channels]
+        new: list[bytes] = []
+        for name in names:
+            channel = self._channels.get(name)
+            if channel is None:
+                channel = self._channels[name] = _Channel()
+                new.append(name)
+            channel.watchers.add(watcher)
+        self._watchers.add(watcher)
+        try:
+            self._subscribe(new)
+            await self._until_subscribed(names)
+            yield
+        finally:
+            self._watchers.discard(watcher)
+            gone: list[bytes] = []
+            for name in names:
+                channel = self._channels.get(name)
+                if channel is None:
+                    continue
+                channel.watchers.discard(watcher)
+                if not channel.watchers:
+                    del self._channels[name]
+                    gone.append(name)
+            self._unsubscribe(gone)
+
+    async def _until_subscribed(self, names: list[bytes]) -> None:
+        with anyio.move_on_after(self._subscribe_timeout):
+            for name in names:
+                if self._conn is not None and name not in self._inflight:
+                    continue
+                channel = self._channels[name]
+                if channel.ready is None:
+                    channel.ready = asyncio.Event()
+                await channel.ready.wait()
+            return
+        raise BackendUnavailable("Redis did not confirm the subscription in time")
+
+    def _subscribe(self, names: list[bytes]) -> None:
+        self._command(b"SUBSCRIBE", names)
+
+    def _unsubscribe(self, names: list[bytes]) -> None:
+        self._command(b"UNSUBSCRIBE", names)
+
+    def _command(self, command: bytes, names: list[bytes]) -> None:
+        if self._conn is None or not names:
+            return  # the connection loop subscribes every channel when it connects
+        for start in range(0, len(names), 1000):
+            batch = names[start:start + 1000]
+            for name in batch:
+                self._inflight[name] = self._inflight.get(name, 0) + 1
+            self._conn.send(command, *batch)
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _on_reply(self, reply: Reply) -> None:
+        kind = reply[0] if isinstance(reply, list) and reply else None
+        if kind == b"message":
+            self.dispatch(reply[1], reply[2])
+        elif kind in (b"subscribe", b"unsubscribe"):
+            self._confirmed(reply[1])
+
+    def _confirmed(self, name: bytes) -> None:
+        left = self._inflight.get(name, 0) - 1
+        if left > 0:
+            self._inflight[name] = left
+            return
+        self._inflight.pop(name, None)
+        channel = self._channels.get(name)
+        if channel is not None and channel.ready is not None:
+            channel.ready.set()
+            channel.ready = None
+
+    def dispatch(self, name: bytes, payload: bytes | Message) -> None:
+        channel = self._channels.get(name)
+        if channel is None:
+            return
+        if isinstance(payload, Message):
+            message = payload
+        else:
+            try:
+                message = Message.parse(payload)
+            except ValueError:
+                self._bad_message(name, payload)
+                return
+        for watcher in channel.watchers:
+            watcher.deliver(message)
+
+    def _bad_message(self, name: bytes, payload: bytes) -> None:
+        self.bad_messages += 1
+        if name not in self._bad_channels:  # logged once per channel, then only counted
+            self._bad_channels.add(name)
+            log.warning("dropped a malformed message on %s (%d bytes)", name.decode(errors="replace"),
+                        len(payload))
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    def finish_all(self, last_frame: Callable[[], bytes]) -> None:
+        """End every open stream after what is pending, with ``last_frame()`` last."""
+        for watcher in list(self._watchers):
+            watcher.finish(last_frame())
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)

@@ -1,0 +1,62 @@
+"""Redis key and channel names: built here and nowhere else (DESIGN.md sections 4 and 6).
+
+Every key of a tenant carries the tenant in a hash tag, ``{T}``, so that the update script
+can touch all of them atomically, also on Redis Cluster. A job's channel has the same
+name as its key.
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_TENANT = "default"
+
+# DESIGN.md section 1: 1-128 characters of [A-Za-z0-9_-]; checked before any Redis command
+# so that user input never reaches a key pattern or a pattern subscription.
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def valid_job_id(job_id: str) -> bool:
+    return _JOB_ID.fullmatch(job_id) is not None
+
+
+def _prefix(tenant: str) -> str:
+    return f"gw:{{{tenant}}}:"
+
+
+def job_key(tenant: str, job_id: str) -> str:
+    return f"{_prefix(tenant)}job:{job_id}"
+
+
+def job_channel(tenant: str, job_id: str) -> str:
+    return job_key(tenant, job_id)
+
+
+_JOB_CHANNEL = re.compile(r"gw:\{([^}]*)\}:job:([A-Za-z0-9_-]{1,128})")
+
+
+def parse_job_channel(name: str) -> tuple[str, str] | None:
+    """(tenant, job id) of a job channel; None for any other channel."""
+    match = _JOB_CHANNEL.fullmatch(name)
+    return (match[1], match[2]) if match else None
+
+
+def tenant_channel(tenant: str) -> str:
+    return f"{_prefix(tenant)}jobs"
+
+
+def index_key(tenant: str) -> str:
+    return f"{_prefix(tenant)}index"
+
+
+def seq_key(tenant: str) -> str:
+    return f"{_prefix(tenant)}seq"
+
+
+def epoch_key(tenant: str) -> str:
+    return f"{_prefix(tenant)}epoch"
+
+
+def script_keys(tenant: str, job_id: str) -> list[str]:
+    """The KEYS of the update script, in the order ``update.lua`` reads them."""
+    return [job_key(tenant, job_id), index_key(tenant), seq_key(tenant), epoch_key(tenant)]

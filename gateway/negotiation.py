@@ -1,0 +1,69 @@
+"""Content negotiation on ``Accept`` (DESIGN.md section 2).
+
+JSON for ``application/json``, ``application/*``, ``*/*`` or no header; the event stream
+for ``text/event-stream``. Each type takes the q-value of the most specific range that
+matches it (RFC 9110 section 12.5.1); the higher q wins, a tie goes to JSON, and q=0 for
+both means nothing acceptable (406).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Representation(Enum):
+    JSON = "application/json"
+    STREAM = "text/event-stream"
+
+
+# The ranges that match each representation, most specific first. application/event-stream
+# is what one vendor API in shared/reference documents for its event stream; it is taken
+# as a synonym so that its clients work unchanged.
+_MATCHES = {
+    Representation.JSON: (("application", "json"), ("application", "*"), ("*", "*")),
+    Representation.STREAM: (("text", "event-stream"), ("application", "event-stream"),
+                            ("text", "*")),
+}
+
+
+def _ranges(accept: str) -> list[tuple[str, str, float]]:
+    ranges = []
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        media = media.strip().lower()
+        if not media:
+            continue
+        kind, slash, sub = media.partition("/")
+        if not slash or not kind or not sub:
+            continue  # a malformed range accepts nothing
+        q = 1.0
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value.strip()), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        ranges.append((kind, sub, q))
+    return ranges
+
+
+def _quality(ranges: list[tuple[str, str, float]], rep: Representation) -> float:
+    """The q of the most specific range that matches ``rep`` (0 when none does)."""
+    for pattern in _MATCHES[rep]:
+        for kind, sub, q in ranges:
+            if (kind, sub) == pattern:
+                return q
+    return 0.0
+
+
+def negotiate(accept: str | None) -> Representation | None:
+    """The representation to serve, or None when nothing acceptable is offered (406)."""
+    if accept is None or not accept.strip():
+        return Representation.JSON
+    ranges = _ranges(accept)
+    json_q = _quality(ranges, Representation.JSON)
+    stream_q = _quality(ranges, Representation.STREAM)
+    if json_q == 0 and stream_q == 0:
+        return None
+    return Representation.STREAM if stream_q > json_q else Representation.JSON

@@ -1,0 +1,59 @@
+"""Error responses: ``{"error": "<code>", "detail": "<human text>"}`` (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+VARY = {"Vary": "Accept"}
+
+
+class ApiError(Exception):
+    """Raised by a route; the app answers with the error body and these headers."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.code, self.detail, self.headers)
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def invalid_job_id(job_id: str) -> ApiError:
+    return ApiError(
+        400,
+        "request.invalid_job_id",
+        f"{job_id[:140]!r} is not a job id: 1-128 characters of A-Z, a-z, 0-9, '_' and '-'",
+    )
+
+
+def not_found(job_id: str) -> ApiError:
+    return ApiError(404, "jobs.not_found", f"no job {job_id!r}", VARY)
+
+
+def not_acceptable() -> ApiError:
+    return ApiError(
+        406,
+        "request.not_acceptable",
+        "this resource is served as application/json or text/event-stream",
+        VARY,
+    )
+
+
+def backend_unavailable(retry_after: int = 2) -> ApiError:
+    return ApiError(
+        503,
+        "backend.unavailable",
+        "the job store (Redis) is not reachable; try again shortly",
+        {"Retry-After": str(retry_after)},
+    )

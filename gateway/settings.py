@@ -1,0 +1,127 @@
+"""The one Settings object, built from the environment and checked at start-up.
+
+A bad value stops the process with a message that names the variable (DESIGN.md
+section 6). Every variable, its default and its meaning is listed in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A variable of the environment has a value the gateway cannot use."""
+
+
+# Not slots=True: the defaults must stay readable as class attributes (from_env uses them).
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    heartbeat_seconds: float = 15.0  # DESIGN.md section 3: comment heartbeats every 15 s
+    retry_ms: int = 3000  # the `retry:` field every stream opens with
+    redis_timeout_seconds: float = 2.0  # bounds every Redis command of a request
+    subscribe_timeout_seconds: float = 5.0  # bounds the wait for a SUBSCRIBE confirmation
+    retention_seconds: int = 24 * 3600  # DESIGN.md section 1
+    output_ttl_seconds: int = 3600  # DESIGN.md section 1
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        read = _Reader(env)
+        settings = cls(
+            redis_url=read("REDIS_URL", _redis_url, None),
+            host=read("GATEWAY_HOST", _text, cls.host),
+            # PORT is what platforms such as Heroku set; GATEWAY_PORT wins when both are.
+            port=read("GATEWAY_PORT", _port, read("PORT", _port, cls.port)),
+            heartbeat_seconds=read("GATEWAY_HEARTBEAT_SECONDS", _positive, cls.heartbeat_seconds),
+            retry_ms=read("GATEWAY_RETRY_MS", _positive_int, cls.retry_ms),
+            redis_timeout_seconds=read(
+                "GATEWAY_REDIS_TIMEOUT_SECONDS", _positive, cls.redis_timeout_seconds
+            ),
+            subscribe_timeout_seconds=read(
+                "GATEWAY_SUBSCRIBE_TIMEOUT_SECONDS", _positive, cls.subscribe_timeout_seconds
+            ),
+            retention_seconds=read(
+                "GATEWAY_RETENTION_SECONDS", _positive_int, cls.retention_seconds
+            ),
+            output_ttl_seconds=read(
+                "GATEWAY_OUTPUT_TTL_SECONDS", _positive_int, cls.output_ttl_seconds
+            ),
+            shutdown_grace_seconds=read(
+                "GATEWAY_SHUTDOWN_GRACE_SECONDS", _positive, cls.shutdown_grace_seconds
+            ),
+            log_level=read("GATEWAY_LOG_LEVEL", _log_level, cls.log_level),
+        )
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def __call__(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r}: {exc}") from None
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _positive(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number greater than 0")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value <= 0:
+        raise ValueError("must be a whole number greater than 0")
+    return value
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be a port number (0-65535)") from None
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number (0-65535)")
+    return value
+
+
+def _redis_url(raw: str) -> str:
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.lower()
+    if level not in ("critical", "error", "warning", "info", "debug", "trace"):
+        raise ValueError("must be one of critical, error, warning, info, debug, trace")
+    return level

@@ -1,0 +1,90 @@
+"""Event streams of ``GET /v1/jobs/{id}`` (DESIGN.md section 3), on the lean path.
+
+The stream is a plain ASGI exchange: no task group, no disconnect listener, no per-stream
+heartbeat task (DESIGN.md section 5). Its one task writes the opening frames, hands the
+stream to the hub, and then waits for the client to leave.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import keys, problems
+from gateway.events import EventId, retry_frame
+from gateway.hub import Hub
+from gateway.store import Record, Store
+from gateway.watcher import Watcher
+
+Scope = dict[str, Any]
+
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx and friends: do not buffer the stream
+    (b"vary", b"Accept"),
+]
+_NO_CONTENT_HEADERS = [(b"cache-control", b"no-cache"), (b"vary", b"Accept")]
+
+
+def opening_event(record: Record, last: EventId | None) -> str | None:
+    """What a (re)connecting client gets first: an event name, or None when up to date.
+
+    DESIGN.md section 3: an id from another epoch, or none, gets a fresh ``snapshot``; an id
+    of this epoch that is behind gets the current snapshot as ``status`` when the status
+    moved since then and as ``progress`` otherwise; an id at or past the job's last change
+    gets nothing until the next change.
+    """
+    if last is None or last.epoch != record.epoch:
+        return "snapshot"
+    if last.seq >= record.seq:
+        return None
+    return "status" if last.seq < record.status_seq else "progress"
+
+
+async def _wait_for_disconnect(receive: Any) -> None:
+    # ASGI: receive() returns http.disconnect once the client left or the response is
+    # complete, so this also returns when the hub ended the stream.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def job_stream(
+    receive: Any,
+    send: Any,
+    *,
+    hub: Hub,
+    store: Store,
+    tenant: str,
+    job_id: str,
+    last_event_id: EventId | None,
+    retry_ms: int,
+) -> None:
+    watcher = Watcher(send, close_on_terminal=True)
+    try:
+        # Subscribe first, read second: whatever changes after the read is already on its
+        # way through the hub, and the watcher drops what the snapshot already covered.
+        async with hub.watch([keys.job_channel(tenant, job_id)], watcher):
+            record = await store.read(tenant, job_id)
+            if record is None:
+                raise problems.not_found(job_id)
+            event = opening_event(record, last_event_id)
+            if event is None and record.terminal:
+                # A reconnect at or past the terminal change: 204 stops EventSource.
+                await send({"type": "http.response.start", "status": 204,
+                            "headers": _NO_CONTENT_HEADERS})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            opening = record.message(event or "progress")
+            watcher.mark_sent(opening)
+            body = retry_frame(retry_ms)
+            if event is not None:
+                body += opening.frame
+            final = opening.terminal
+            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+            await send({"type": "http.response.body", "body": body, "more_body": not final})
+            if final:
+                return
+            watcher.release()
+            await _wait_for_disconnect(receive)
+    finally:
+        watcher.discard()

@@ -1,0 +1,173 @@
+"""One open event stream as the hub sees it: what it was sent, what waits, how it is written.
+
+DESIGN.md section 5 keeps the stream path lean: one task per stream (the ASGI call itself,
+waiting for the client to leave) and the hub writing pre-encoded frames straight into the
+stream's ASGI ``send``. A write that the server completes at once (the common case: the
+socket buffer has room) costs one call and no task switch. A write that has to wait (the
+client is slow) is resumed by a callback on the future it waits for, with no task; while
+it waits, newer messages for the same job replace older ones (conflation, DESIGN.md
+section 3), so a slow client holds at most one pending message per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from gateway.events import HEARTBEAT, Message
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_HEARTBEAT_BODY = {"type": "http.response.body", "body": HEARTBEAT, "more_body": True}
+
+
+class Watcher:
+    """Per-stream state: the last message sent per job, pending messages, the write in flight.
+
+    Every method runs on the event loop thread and never blocks.
+    """
+
+    __slots__ = ("_busy", "_coro", "_end", "_finishing", "_pending", "_send", "_sent",
+                 "close_on_terminal", "closed")
+
+    def __init__(self, send: Send, *, close_on_terminal: bool) -> None:
+        self._send = send
+        # Busy from the start: the stream's own task writes the headers and the opening
+        # snapshot, then calls release(). What the hub delivers meanwhile waits in _pending.
+        self._busy = True
+        self._pending: dict[str, Message] = {}
+        self._sent: dict[str, Message] = {}
+        self._coro: Coroutine[Any, Any, None] | None = None
+        self._end: bytes | None = None
+        self._finishing = False
+        self.close_on_terminal = close_on_terminal
+        self.closed = False
+
+    # -- called by the stream's own task ------------------------------------------------
+
+    def mark_sent(self, message: Message) -> None:
+        """Record what the stream task wrote itself (the opening snapshot)."""
+        self._sent[message.job_id] = message
+
+    def release(self) -> None:
+        """The stream task is done writing: from now on the hub writes, pending first."""
+        self._busy = False
+        self._pump()
+
+    def discard(self) -> None:
+        """The client left: drop everything and abandon a write in flight."""
+        self.closed = True
+        self._pending.clear()
+        coro, self._coro = self._coro, None
+        if coro is not None:
+            coro.close()
+
+    # -- called by the hub --------------------------------------------------------------
+
+    def deliver(self, message: Message) -> None:
+        if self.closed or self._finishing:
+            return
+        last = self._sent.get(message.job_id)
+        if last is not None and message.version <= last.version:
+            return  # already sent: versions a client sees only go up (DESIGN.md section 3)
+        if self._busy:
+            waiting = self._pending.get(message.job_id)
+            if waiting is None or waiting.version < message.version:
+                self._pending[message.job_id] = message
+            return
+        if self._write_message(message, last):
+            self._written()
+
+    def heartbeat(self) -> None:
+        if self._busy or self.closed or self._finishing:
+            return  # a stream busy writing needs no keepalive
+        self._busy = True
+        if self._step(self._send(_HEARTBEAT_BODY)):
+            self._pump()
+
+    def finish(self, body: bytes = b"") -> None:
+        """End the response after what is pending, with ``body`` last (shutdown)."""
+        if self.closed or self._finishing or self._end is not None:
+            return
+        self._end = body
+        if not self._busy:
+            self._pump()
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _write_message(self, message: Message, last: Message | None) -> bool:
+        """Start writing ``message``; True when the write is already done."""
+        self._sent[message.job_id] = message
+        frame = message.frame
+        if last is not None and last.status != message.status and message.event == "progress":
+            # The client skipped the status change (conflation or a resync): say it moved.
+            frame = message.relabelled("status")
+        final = message.terminal and self.close_on_terminal
+        self._busy = True
+        if final:
+            self._finishing = True
+        return self._step(
+            self._send({"type": "http.response.body", "body": frame, "more_body": not final})
+        )
+
+    def _written(self) -> None:
+        if self._finishing:
+            self.closed = True
+        else:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Write what waits, oldest job first, until a write has to wait or nothing is left."""
+        while not self.closed and self._coro is None:
+            if self._pending:
+                job_id = next(iter(self._pending))
+                message = self._pending.pop(job_id)
+                last = self._sent.get(job_id)
+                if last is not None and message.version <= last.version:
+                    continue
+                if not self._write_message(message, last):
+                    return  # _resume carries on once the write is done
+                if self._finishing:
+                    self.closed = True
+                    return
+                continue
+            if self._end is not None:
+                body, self._end = self._end, None
+                self._finishing = True
+                self._busy = True
+                if self._step(
+                    self._send({"type": "http.response.body", "body": body, "more_body": False})
+                ):
+                    self.closed = True
+                return
+            self._busy = False
+            return
+
+    def _step(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Run ``coro`` until it finishes (True) or waits (False, resumed by _resume)."""
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return True
+        except BaseException:
+            # The server refused the write (the connection is gone): nothing more to send.
+            coro.close()
+            self.closed = True
+            self._pending.clear()
+            return False
+        self._coro = coro
+        if isinstance(waiting, asyncio.Future):
+            # What asyncio.Task does with a future it is handed.
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(self._resume)
+        else:
+            asyncio.get_running_loop().call_soon(self._resume, None)
+        return False
+
+    def _resume(self, _: object) -> None:
+        coro, self._coro = self._coro, None
+        if coro is None or self.closed:
+            return
+        if self._step(coro):
+            self._written()

@@ -1,0 +1,176 @@
+"""The worker library: how conversion workers report a job's life (DESIGN.md section 4).
+
+Two flavours with the same methods: ``Worker`` for asyncio code (every method returns an
+awaitable) and ``SyncWorker`` for plain code. Every method runs the update script once
+and returns the job's new snapshot; a refused change raises a ``ChangeRefused`` subclass
+that names the job, its current status and the refused operation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Coroutine
+from typing import Any, Generic, TypeVar
+
+import redis
+import redis.asyncio
+
+from gateway import changes
+from gateway.changes import _UNSET, Call, Snapshot
+from gateway.keys import DEFAULT_TENANT
+
+R = TypeVar("R")
+_Awaitable = Coroutine[Any, Any, Snapshot]
+
+DEFAULT_RETENTION_SECONDS = 24 * 3600  # DESIGN.md section 1: the record lives 24 h after the end
+DEFAULT_OUTPUT_TTL_SECONDS = 3600  # DESIGN.md section 1: the output expires 1 h after completion
+
+
+class _Operations(Generic[R]):
+    """Builds each operation's call; subclasses decide how to run it (async or sync)."""
+
+    def __init__(
+        self,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+        output_ttl_seconds: int = DEFAULT_OUTPUT_TTL_SECONDS,
+    ) -> None:
+        self.tenant = tenant
+        self.retention_seconds = retention_seconds
+        self.output_ttl_seconds = output_ttl_seconds
+
+    def _run(self, call: Call) -> R:
+        raise NotImplementedError
+
+    def _op(self, op: str, job_id: str, payload: dict[str, Any]) -> R:
+        return self._run(
+            changes.call(
+                op,
+                job_id,
+                payload,
+                tenant=self.tenant,
+                retention_seconds=self.retention_seconds,
+                output_ttl_seconds=self.output_ttl_seconds,
+            )
+        )
+
+    def create(
+        self,
+        job_id: str | None = None,
+        *,
+        conversion: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> R:
+        """Register a queued job; without ``job_id`` a new ULID is made."""
+        job_id = job_id or changes.new_job_id(int(time.time() * 1000))
+        payload: dict[str, Any] = {"conversion": conversion or {}}
+        if metrics:
+            payload["metrics"] = metrics
+        return self._op("create", job_id, payload)
+
+    def start(self, job_id: str, *, phase: str | None = _UNSET) -> R:
+        return self._op("start", job_id, changes.drop_unset(phase=phase))
+
+    def progress(
+        self,
+        job_id: str,
+        percent: float | None = None,
+        *,
+        phase: str | None = _UNSET,
+        metrics: dict[str, float] | None = None,
+    ) -> R:
+        """Report progress (0-100, never lower than before) and/or the phase text."""
+        payload = changes.drop_unset(phase=phase)
+        if percent is not None:
+            payload["percent"] = percent
+        if metrics:
+            payload["metrics"] = metrics
+        return self._op("progress", job_id, payload)
+
+    def complete(
+        self,
+        job_id: str,
+        *,
+        file_url: str | None = None,
+        file_name: str | None = None,
+        content_type: str | None = None,
+        file_size_bytes: int | None = None,
+        file_count: int = 1,
+        metrics: dict[str, float] | None = None,
+    ) -> R:
+        payload: dict[str, Any] = {
+            "output": changes.output(file_url, file_name, content_type, file_size_bytes, file_count)
+        }
+        if metrics:
+            payload["metrics"] = metrics
+        return self._op("complete", job_id, payload)
+
+    def fail(self, job_id: str, code: str, message: str = "") -> R:
+        return self._op("fail", job_id, {"error": {"code": code, "message": message}})
+
+    def cancel(self, job_id: str) -> R:
+        """Mark the job canceled (a worker that saw ``cancel_requested`` and stopped)."""
+        return self._op("cancel", job_id, {})
+
+    def request_cancel(self, job_id: str) -> R:
+        """What a user's cancel does: queued becomes canceled, running gets the request."""
+        return self._op("request_cancel", job_id, {})
+
+    def delete(self, job_id: str) -> R:
+        """Remove a job that ended; its watchers get a ``deleted`` event."""
+        return self._op("delete", job_id, {})
+
+
+class Worker(_Operations[_Awaitable]):
+    """Async worker library: ``await worker.progress(job_id, 45, phase="Rendering")``."""
+
+    def __init__(self, client: redis.asyncio.Redis, **options: Any) -> None:
+        super().__init__(**options)
+        self.client = client
+        self._script = client.register_script(changes.SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Worker:
+        return cls(redis.asyncio.Redis.from_url(url), **options)
+
+    async def _call(self, call: Call) -> Snapshot:
+        reply = await self._script(keys=call.keys, args=call.args)
+        return changes.result(call, reply).data
+
+    def _run(self, call: Call) -> _Awaitable:
+        return self._call(call)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> Worker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class SyncWorker(_Operations[Snapshot]):
+    """Blocking worker library: ``worker.progress(job_id, 45, phase="Rendering")``."""
+
+    def __init__(self, client: redis.Redis, **options: Any) -> None:
+        super().__init__(**options)
+        self.client = client
+        self._script = client.register_script(changes.SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SyncWorker:
+        return cls(redis.Redis.from_url(url), **options)
+
+    def _run(self, call: Call) -> Snapshot:
+        return changes.result(call, self._script(keys=call.keys, args=call.args)).data
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> SyncWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
