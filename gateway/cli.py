@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -46,6 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=settings.log_level,
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         )
+        # uvicorn re-raises the signal that stopped it once it is done, so that a default
+        # handler ends the process with it; a stop that went well exits 0 instead.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
         uvicorn.Server(config).run()
     return 0
 

@@ -76,9 +76,11 @@ async def job_stream(
                 return
             opening = record.message(event or "progress")
             watcher.mark_sent(opening)
+            # The retry field shares the opening event's block when there is one: some
+            # clients (httpx-sse) report a block without data as an empty event.
             body = retry_frame(retry_ms)
             if event is not None:
-                body += opening.frame
+                body = body[:-1] + opening.frame
             final = opening.terminal
             await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
             await send({"type": "http.response.body", "body": body, "more_body": not final})

@@ -1,0 +1,88 @@
+"""The ``gateway`` command: ``serve`` with an embedded server, ``job`` as a worker."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import GatewayProcess
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _job(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "job", *args],
+        env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+@pytest.fixture
+def embedded_gateway():
+    gateway = GatewayProcess(None)  # no REDIS_URL: the gateway starts its own server
+    gateway.start()
+    yield gateway
+    gateway.stop()
+
+
+def test_serve_without_redis_url_runs_an_embedded_server(embedded_gateway) -> None:
+    match = re.search(r"REDIS_URL=(redis://127\.0\.0\.1:(\d+)/0)", embedded_gateway.output())
+    assert match, embedded_gateway.output()
+    url, port = match[1], int(match[2])
+
+    created = _job(url, "create", "cli-1", "--source-format", "docx", "--target-format", "pdf")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["conversion"] == {"source_format": "docx",
+                                                        "target_format": "pdf"}
+    assert _job(url, "start", "cli-1", "--phase", "Loading").returncode == 0
+    progress = _job(url, "progress", "cli-1", "40")
+    assert json.loads(progress.stdout)["progress"] == {"percent": 40.0, "phase": "Loading"}
+    snapshot = httpx.get(f"{embedded_gateway.url}/v1/jobs/cli-1").json()
+    assert snapshot["version"] == 3
+
+    refused = _job(url, "progress", "cli-1", "10")
+    assert refused.returncode == 1
+    assert "cli-1" in refused.stderr and "running" in refused.stderr
+
+    assert embedded_gateway.terminate() == 0
+    deadline = time.monotonic() + 10
+    while _port_open(port):  # the embedded server stopped with the gateway
+        assert time.monotonic() < deadline, "the embedded server outlived the gateway"
+        time.sleep(0.05)
+
+
+def test_sigterm_ends_open_streams_with_a_retry_and_exits(start_gateway, redis_url: str) -> None:
+    gateway = start_gateway()
+    assert _job(redis_url, "create", "term").returncode == 0
+    with httpx.Client(timeout=10) as client, client.stream(
+        "GET", f"{gateway.url}/v1/jobs/term", headers={"Accept": "text/event-stream"}
+    ) as response:
+        chunks = response.iter_bytes()
+        first = next(chunks)
+        assert b"event: snapshot" in first
+        started = time.monotonic()
+        gateway.process.send_signal(15)
+        rest = b"".join(chunks)  # ends when the server closes the stream
+    assert re.search(rb"retry: (\d+)\n\n$", rest), rest
+    assert 3000 <= int(re.search(rb"retry: (\d+)", rest)[1]) <= 6000  # jittered
+    assert gateway.process.wait(15) == 0
+    assert time.monotonic() - started < 10
+
+
+def test_job_without_redis_url_explains() -> None:
+    result = subprocess.run([sys.executable, "-m", "gateway", "job", "start", "x"],
+                            env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2 and "REDIS_URL" in result.stderr

@@ -1,0 +1,200 @@
+"""``GET /v1/jobs/{id}`` as JSON, ``POST /v1/jobs``, errors and health (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+import redis
+
+from gateway.embedded import EmbeddedRedis
+from gateway.worker import SyncWorker
+
+
+@pytest.fixture
+def worker(redis_url: str):
+    with SyncWorker.from_url(redis_url) as w:
+        yield w
+
+
+def test_snapshot_with_etag_vary_and_retry_after(gateway, worker: SyncWorker) -> None:
+    created = worker.create("j1", conversion={"source_format": "docx", "target_format": "pdf"})
+    response = httpx.get(f"{gateway.url}/v1/jobs/j1")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == created
+    assert response.headers["etag"] == '"1"'
+    assert response.headers["vary"] == "Accept"
+    assert response.headers["retry-after"] == "2"
+
+
+def test_if_none_match_gives_304_until_the_version_moves(gateway, worker: SyncWorker) -> None:
+    worker.create("j2")
+    url = f"{gateway.url}/v1/jobs/j2"
+    for tag in ('"1"', 'W/"1"', '"7", "1"', "*"):
+        response = httpx.get(url, headers={"If-None-Match": tag})
+        assert response.status_code == 304, tag
+        assert response.content == b""
+        assert response.headers["etag"] == '"1"'
+    worker.start("j2")
+    response = httpx.get(url, headers={"If-None-Match": '"1"'})
+    assert response.status_code == 200 and response.json()["version"] == 2
+
+
+def test_terminal_snapshot_has_no_retry_after(gateway, worker: SyncWorker) -> None:
+    worker.create("j3")
+    worker.cancel("j3")
+    response = httpx.get(f"{gateway.url}/v1/jobs/j3")
+    assert response.json()["status"] == "canceled"
+    assert "retry-after" not in response.headers
+
+
+def test_output_reads_null_once_expired(gateway, redis_url: str) -> None:
+    with SyncWorker.from_url(redis_url, output_ttl_seconds=1) as worker:
+        worker.create("j4")
+        worker.start("j4")
+        done = worker.complete("j4", file_url="https://files.example/x", file_name="x.pdf")
+    assert httpx.get(f"{gateway.url}/v1/jobs/j4").json()["output"] == done["output"]
+    time.sleep(2.1)
+    snapshot = httpx.get(f"{gateway.url}/v1/jobs/j4").json()
+    assert snapshot["output"] is None and snapshot["status"] == "completed"
+
+
+def test_unknown_job_is_404(gateway) -> None:
+    response = httpx.get(f"{gateway.url}/v1/jobs/nope")
+    assert response.status_code == 404
+    assert response.json()["error"] == "jobs.not_found"
+    assert response.json()["detail"]
+
+
+def _redis_calls(r: redis.Redis) -> int:
+    stats = r.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_ping"))
+
+
+@pytest.mark.parametrize("bad", ["a.b", "x" * 129, "%2A", "a%20b", "job:1", "%7Bt%7D"])
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+def test_invalid_job_id_is_400_before_any_redis_command(
+    gateway, r: redis.Redis, bad: str, accept: str
+) -> None:
+    before = _redis_calls(r)
+    response = httpx.get(f"{gateway.url}/v1/jobs/{bad}", headers={"Accept": accept})
+    assert response.status_code == 400
+    assert response.json()["error"] == "request.invalid_job_id"
+    assert _redis_calls(r) == before
+
+
+NEGOTIATION = [
+    (None, "json"),
+    ("*/*", "json"),
+    ("application/json", "json"),
+    ("application/*", "json"),
+    ("text/event-stream", "stream"),
+    ("text/event-stream, application/json", "json"),  # a tie goes to JSON
+    ("application/json;q=0.5, text/event-stream", "stream"),
+    ("application/json, text/event-stream;q=0.9", "json"),
+    ("text/event-stream;q=0.4, */*;q=0.5", "json"),
+    ("text/event-stream;q=0.6, */*;q=0.5", "stream"),
+    ("text/html, */*;q=0.1", "json"),
+    ("image/png", 406),
+    ("text/html", 406),
+    ("application/json;q=0", 406),
+    ("application/xml, text/plain", 406),
+]
+
+
+@pytest.mark.parametrize(("accept", "expected"), NEGOTIATION)
+def test_negotiation(gateway, worker: SyncWorker, accept: str | None, expected: object) -> None:
+    worker.create("neg")
+    worker.cancel("neg")  # terminal, so a stream ends by itself after its snapshot
+    headers = {} if accept is None else {"Accept": accept}
+    with httpx.Client(timeout=5) as client:
+        if accept is None:
+            client.headers.pop("accept")
+        response = client.get(f"{gateway.url}/v1/jobs/neg", headers=headers)
+    assert response.headers["vary"] == "Accept"
+    if expected == 406:
+        assert response.status_code == 406
+        assert response.json()["error"] == "request.not_acceptable"
+    elif expected == "json":
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["job_id"] == "neg"
+    else:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        assert "event: snapshot" in response.text
+
+
+def test_create_job(gateway) -> None:
+    body = {"job_id": "made-1", "conversion": {"source_format": "mp4", "target_format": "webm"}}
+    response = httpx.post(f"{gateway.url}/v1/jobs", json=body)
+    assert response.status_code == 201
+    assert response.headers["location"] == "/v1/jobs/made-1"
+    snapshot = response.json()
+    assert snapshot["status"] == "queued" and snapshot["conversion"] == body["conversion"]
+    assert httpx.get(f"{gateway.url}/v1/jobs/made-1").json() == snapshot
+    again = httpx.post(f"{gateway.url}/v1/jobs", json=body)
+    assert again.status_code == 409 and again.json()["error"] == "jobs.already_exists"
+
+
+def test_create_job_without_id_makes_one(gateway) -> None:
+    response = httpx.post(f"{gateway.url}/v1/jobs")
+    assert response.status_code == 201
+    job_id = response.json()["job_id"]
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", job_id)
+    assert response.headers["location"] == f"/v1/jobs/{job_id}"
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    (b"{not json", "request.invalid_parameter"),
+    (b"[1]", "request.invalid_parameter"),
+    (b'{"job_id": "ok", "colour": "red"}', "request.invalid_parameter"),
+    (b'{"job_id": "no way"}', "request.invalid_job_id"),
+    (b'{"conversion": {"format": "x"}}', "request.invalid_parameter"),
+    (b'{"conversion": "pdf"}', "request.invalid_parameter"),
+])
+def test_create_job_rejects_bad_bodies(gateway, body: bytes, code: str) -> None:
+    response = httpx.post(f"{gateway.url}/v1/jobs", content=body,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"] == code
+
+
+def test_health_and_readiness(gateway) -> None:
+    assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{gateway.url}/readyz").status_code == 200
+
+
+def test_unknown_route_and_method_get_json_errors(gateway) -> None:
+    response = httpx.get(f"{gateway.url}/v2/nothing")
+    assert response.status_code == 404 and response.json()["error"] == "request.not_found"
+    response = httpx.put(f"{gateway.url}/v1/jobs/x")
+    assert response.status_code == 405
+    assert response.json()["error"] == "request.method_not_allowed"
+
+
+def test_redis_down_gives_503_quickly_then_recovers(start_gateway) -> None:
+    with EmbeddedRedis() as server:
+        with SyncWorker.from_url(server.url) as worker:
+            worker.create("up")
+        gw = start_gateway(server.url, GATEWAY_REDIS_TIMEOUT_SECONDS="1",
+                           GATEWAY_SUBSCRIBE_TIMEOUT_SECONDS="1")
+        assert httpx.get(f"{gw.url}/v1/jobs/up").status_code == 200
+        server.kill()
+        for path, accept in (("/v1/jobs/up", "application/json"),
+                             ("/v1/jobs/up", "text/event-stream"), ("/readyz", "*/*")):
+            started = time.monotonic()
+            response = httpx.get(f"{gw.url}{path}", headers={"Accept": accept}, timeout=10)
+            assert time.monotonic() - started < 5
+            assert response.status_code == 503, path
+            assert response.json()["error"] == "backend.unavailable"
+            assert int(response.headers["retry-after"]) > 0
+        server.start()
+        deadline = time.monotonic() + 15
+        while httpx.get(f"{gw.url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the gateway did not recover"
+            time.sleep(0.1)
+        assert "Traceback" not in gw.output()

@@ -1,0 +1,56 @@
+"""Settings from the environment, checked at start-up (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gateway.settings import Settings, SettingsError
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis_url is None
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.heartbeat_seconds == 15.0
+    assert settings.retention_seconds == 86400 and settings.output_ttl_seconds == 3600
+
+
+def test_values_are_read() -> None:
+    settings = Settings.from_env({
+        "REDIS_URL": "redis://example:6380/2", "PORT": "9000",
+        "GATEWAY_HEARTBEAT_SECONDS": "0.5", "GATEWAY_RETRY_MS": "1500",
+    })
+    assert settings.redis_url == "redis://example:6380/2"
+    assert settings.port == 9000
+    assert settings.heartbeat_seconds == 0.5 and settings.retry_ms == 1500
+    assert Settings.from_env({"PORT": "9000", "GATEWAY_PORT": "9100"}).port == 9100
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("GATEWAY_HEARTBEAT_SECONDS", "soon"),
+    ("GATEWAY_HEARTBEAT_SECONDS", "0"),
+    ("GATEWAY_HEARTBEAT_SECONDS", "nan"),
+    ("GATEWAY_RETRY_MS", "1.5"),
+    ("GATEWAY_PORT", "70000"),
+    ("PORT", "http"),
+    ("REDIS_URL", "http://localhost"),
+    ("GATEWAY_LOG_LEVEL", "loud"),
+    ("GATEWAY_RETENTION_SECONDS", "-1"),
+])
+def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_the_command_stops_on_a_bad_value() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"],
+        env={"GATEWAY_HEARTBEAT_SECONDS": "never", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "GATEWAY_HEARTBEAT_SECONDS" in result.stderr
+    assert "Traceback" not in result.stderr
