@@ -151,7 +151,9 @@ async def create_job(request: Request) -> Response:
     try:
         change = await state.store.change(call)
     except JobAlreadyExists:
-        raise problems.ApiError(409, "jobs.already_exists", f"job {job_id!r} already exists") from None
+        raise problems.ApiError(
+            409, "jobs.already_exists", f"job {job_id!r} already exists"
+        ) from None
     except InvalidUpdate as exc:
         raise problems.ApiError(400, "request.invalid_parameter", str(exc)) from None
     return JSONResponse(
@@ -186,7 +188,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = {404: "request.not_found", 405: "request.method_not_allowed"}.get(
         exc.status_code, "request.invalid"
     )
-    return problems.error_response(exc.status_code, code, str(exc.detail), exc.headers)
+    return problems.error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -217,14 +219,14 @@ def _streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Any:
 
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, handler)
+            previous[int(sig)] = signal.signal(sig, handler)
     except ValueError:  # not the main thread (an embedding server): nothing to chain
         pass
     try:
         yield
     finally:
-        for sig, chained in previous.items():
-            signal.signal(sig, chained)
+        for signum, chained in previous.items():
+            signal.signal(signum, chained)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -254,7 +256,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with (
-            Store.connected(redis_url, timeout=settings.redis_timeout_seconds) as store,
+            Store.connected(redis_url, redis_timeout=settings.redis_timeout_seconds) as store,
             Hub.running(
                 redis_url,
                 heartbeat_seconds=settings.heartbeat_seconds,

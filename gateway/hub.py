@@ -220,8 +220,8 @@ class Hub:
         self.bad_messages += 1
         if name not in self._bad_channels:  # logged once per channel, then only counted
             self._bad_channels.add(name)
-            log.warning("dropped a malformed message on %s (%d bytes)", name.decode(errors="replace"),
-                        len(payload))
+            log.warning("dropped a malformed message on %s (%d bytes)",
+                        name.decode(errors="replace"), len(payload))
 
     # -- shutdown -----------------------------------------------------------------------
 

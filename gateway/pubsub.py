@@ -53,8 +53,8 @@ class PubSubConnection(asyncio.Protocol):
             await loop.create_connection(
                 lambda: protocol, parts.hostname or "127.0.0.1", parts.port or 6379, ssl=context
             )
-        password = parts.password or (query.get("password") or [None])[0]
-        username = parts.username or (query.get("username") or [None])[0]
+        password = parts.password or next(iter(query.get("password", [])), None)
+        username = parts.username or next(iter(query.get("username", [])), None)
         try:
             if password:
                 auth = (unquote(username), unquote(password)) if username else (unquote(password),)

@@ -67,11 +67,11 @@ class Store:
 
     @classmethod
     @asynccontextmanager
-    async def connected(cls, url: str, *, timeout: float) -> AsyncIterator[Store]:
+    async def connected(cls, url: str, *, redis_timeout: float) -> AsyncIterator[Store]:
         client = redis.asyncio.Redis.from_url(
             url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            socket_timeout=redis_timeout,
+            socket_connect_timeout=redis_timeout,
             health_check_interval=30,
         )
         try:
@@ -84,9 +84,11 @@ class Store:
             values = await self.client.hmget(keys.job_key(tenant, job_id), _FIELDS)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise BackendUnavailable(str(exc)) from exc
-        snapshot, version, seq, epoch, status, status_seq, output_expires = values
-        if snapshot is None:
+        if values[0] is None:
             return None
+        snapshot, version, seq, epoch, status, status_seq, output_expires = (
+            v.encode() if isinstance(v, str) else (v or b"") for v in values
+        )
         return Record(
             job_id=job_id,
             snapshot=snapshot,

@@ -12,12 +12,13 @@ section 3), so a slow client holds at most one pending message per job.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.events import HEARTBEAT, Message
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# An ASGI send: an async function, so each call returns a coroutine that _step can drive.
+Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 _HEARTBEAT_BODY = {"type": "http.response.body", "body": HEARTBEAT, "more_body": True}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -73,7 +74,8 @@ async def test_stream_opens_with_retry_and_snapshot_and_ends_after_terminal(
                         raw += chunk
     assert raw.startswith(b"retry: 3000\nid: ")
     for block in raw.decode().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        lines = [line for line in block.splitlines() if not line.startswith(":")]
+        fields = dict(line.split(": ", 1) for line in lines)
         if "data" in fields:
             events.append(ServerSentEvent(fields["event"], fields["data"], fields["id"]))
     assert [e.event for e in events] == ["snapshot", "status", "progress", "progress", "status"]
@@ -256,7 +258,7 @@ async def test_a_watcher_joining_mid_burst_sees_increasing_versions_to_the_end(
                 tg.start_soon(burst)
     final_version = updates + 3  # create, start, the updates, complete
     assert seen, "the watcher saw nothing"
-    assert all(a < b for a, b in zip(seen, seen[1:])), "versions must strictly increase"
+    assert all(a < b for a, b in itertools.pairwise(seen)), "versions must strictly increase"
     assert seen[-1] == final_version
     assert seen[0] < final_version  # it did join mid-burst
 

@@ -52,7 +52,7 @@ def test_timestamps_come_from_the_redis_clock(worker: SyncWorker, r: redis.Redis
     seconds, _ = r.time()
     snap = worker.create("clock")
     stamp = dt.datetime.strptime(snap["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=dt.timezone.utc)
+        tzinfo=dt.UTC)
     assert abs(stamp.timestamp() - seconds) <= 2
 
 
