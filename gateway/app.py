@@ -22,104 +22,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import changes, keys, problems
-from gateway.events import EventId, retry_frame
+from gateway.collection import JobsEndpoint
+from gateway.events import retry_frame
 from gateway.exceptions import BackendUnavailable, InvalidUpdate, JobAlreadyExists
 from gateway.hub import Hub
-from gateway.negotiation import Representation, negotiate
+from gateway.resource import JobEndpoint
 from gateway.settings import Settings, SettingsError
-from gateway.store import Record, Store
-from gateway.streams import job_stream
-
-# Until API keys exist every job belongs to one tenant; the tenant is in every key and
-# channel name all the same (issue 2, item 8).
-TENANT = keys.DEFAULT_TENANT
-
-# DESIGN.md section 2: the polite polling interval of a job that is not done.
-POLL_INTERVAL_SECONDS = 2
-
-
-class _State:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.hub: Hub
-        self.store: Store
-
-
-def _etag_matches(header: str, version: int) -> bool:
-    wanted = f'"{version}"'
-    for tag in header.split(","):
-        tag = tag.strip()
-        if tag == "*" or tag.removeprefix("W/") == wanted:
-            return True
-    return False
-
-
-def _snapshot_headers(record: Record) -> dict[str, str]:
-    headers = {"ETag": f'"{record.version}"', "Vary": "Accept", "Cache-Control": "no-cache"}
-    if not record.terminal:
-        headers["Retry-After"] = str(POLL_INTERVAL_SECONDS)
-    return headers
-
-
-class JobEndpoint:
-    """``/v1/jobs/{id}``: a raw ASGI endpoint, so that its event streams stay lean."""
-
-    def __init__(self, state: _State) -> None:
-        self.state = state
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
-        try:
-            if request.method not in ("GET", "HEAD"):
-                raise problems.ApiError(
-                    405, "request.method_not_allowed", f"{request.method} is not allowed here",
-                    {"Allow": "GET, HEAD"},
-                )
-            await self._get(request, send)
-        except problems.ApiError as exc:
-            await exc.response()(scope, receive, send)
-        except BackendUnavailable:
-            await problems.backend_unavailable().response()(scope, receive, send)
-
-    async def _get(self, request: Request, send: Any) -> None:
-        job_id = request.path_params["job_id"]
-        if not keys.valid_job_id(job_id):
-            raise problems.invalid_job_id(job_id)
-        representation = negotiate(request.headers.get("accept"))
-        if representation is None:
-            raise problems.not_acceptable()
-        state = self.state
-        if representation is Representation.STREAM:
-            # The header wins over the query parameter, which is for first connections.
-            raw_id = request.headers.get("last-event-id") or request.query_params.get(
-                "last_event_id"
-            )
-            await job_stream(
-                request.receive,
-                send,
-                hub=state.hub,
-                store=state.store,
-                tenant=TENANT,
-                job_id=job_id,
-                last_event_id=EventId.parse(raw_id),
-                retry_ms=state.settings.retry_ms,
-            )
-            return
-        record = await state.store.read(TENANT, job_id)
-        if record is None:
-            raise problems.not_found(job_id)
-        headers = _snapshot_headers(record)
-        if_none_match = request.headers.get("if-none-match")
-        if if_none_match and _etag_matches(if_none_match, record.version):
-            response = Response(status_code=304, headers=headers)
-        else:
-            response = Response(record.body(), media_type="application/json", headers=headers)
-        await response(request.scope, request.receive, send)
+from gateway.state import TENANT, AppState
+from gateway.store import Store
 
 
 async def create_job(request: Request) -> Response:
     """``POST /v1/jobs``: register a queued job (backend services)."""
-    state: _State = request.app.state.gateway
+    state: AppState = request.app.state.gateway
     raw = await request.body()
     try:
         body = json.loads(raw) if raw.strip() else {}
@@ -168,7 +83,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    state: _State = request.app.state.gateway
+    state: AppState = request.app.state.gateway
     if state.hub.connected.is_set() and await state.store.ping():
         return JSONResponse({"status": "ready"})
     raise problems.backend_unavailable()
@@ -238,7 +153,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             "which starts an embedded server when REDIS_URL is unset"
         )
     redis_url = settings.redis_url
-    state = _State(settings)
+    state = AppState(settings)
 
     async def resync(hub: Hub, channels: list[str]) -> None:
         # After a reconnect: whatever changed while the hub was away is re-read and sent.
@@ -268,10 +183,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             with _streams_end_on_exit_signal(hub, settings.retry_ms):
                 yield
 
-    endpoint = JobEndpoint(state)
     routes = [
+        # Starlette takes the first route that matches path and method: POST creates,
+        # every other method goes to the collection endpoint (GET, or a 405).
         Route("/v1/jobs", create_job, methods=["POST"]),
-        Route("/v1/jobs/{job_id:str}", endpoint),
+        Route("/v1/jobs", JobsEndpoint(state)),
+        Route("/v1/jobs/{job_id:str}", JobEndpoint(state)),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

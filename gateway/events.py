@@ -99,3 +99,8 @@ class Message:
     def relabelled(self, event: str) -> bytes:
         """This message's frame under another event name (conflation, see Watcher)."""
         return frame(self.event_id, event.encode(), self.data)
+
+    def as_event(self, event: str) -> Message:
+        return Message(epoch=self.epoch, seq=self.seq, event=event, version=self.version,
+                       status=self.status, job_id=self.job_id, data=self.data,
+                       published_us=self.published_us)

@@ -49,6 +49,11 @@ def index_key(tenant: str) -> str:
     return f"{_prefix(tenant)}index"
 
 
+def active_key(tenant: str) -> str:
+    """The tenant's jobs that have not ended (sorted set, score = seq of the last change)."""
+    return f"{_prefix(tenant)}active"
+
+
 def seq_key(tenant: str) -> str:
     return f"{_prefix(tenant)}seq"
 
@@ -59,4 +64,5 @@ def epoch_key(tenant: str) -> str:
 
 def script_keys(tenant: str, job_id: str) -> list[str]:
     """The KEYS of the update script, in the order ``update.lua`` reads them."""
-    return [job_key(tenant, job_id), index_key(tenant), seq_key(tenant), epoch_key(tenant)]
+    return [job_key(tenant, job_id), index_key(tenant), seq_key(tenant), epoch_key(tenant),
+            active_key(tenant)]

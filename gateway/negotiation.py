@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from enum import Enum
 
+from starlette.requests import Request
+
+from gateway import problems
+from gateway.events import EventId
+
 
 class Representation(Enum):
     JSON = "application/json"
@@ -67,3 +72,21 @@ def negotiate(accept: str | None) -> Representation | None:
     if json_q == 0 and stream_q == 0:
         return None
     return Representation.STREAM if stream_q > json_q else Representation.JSON
+
+
+def requested(request: Request, allow: str) -> Representation:
+    """The representation a GET asks for; a 405 or 406 ApiError otherwise."""
+    if request.method not in ("GET", "HEAD"):
+        raise problems.ApiError(405, "request.method_not_allowed",
+                                f"{request.method} is not allowed here", {"Allow": allow})
+    representation = negotiate(request.headers.get("accept"))
+    if representation is None:
+        raise problems.not_acceptable()
+    return representation
+
+
+def last_event_id(request: Request) -> EventId | None:
+    """The position to resume from: the header (what EventSource sends) wins over the
+    ``last_event_id`` query parameter (for a first connection); a malformed one is None."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    return EventId.parse(raw)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from starlette.responses import JSONResponse
+
+from gateway.exceptions import BackendUnavailable
 
 VARY = {"Vary": "Accept"}
 
@@ -57,3 +62,18 @@ def backend_unavailable(retry_after: int = 2) -> ApiError:
         "the job store (Redis) is not reachable; try again shortly",
         {"Retry-After": str(retry_after)},
     )
+
+
+async def answering_errors(
+    scope: dict[str, Any], receive: Any, send: Any, handler: Callable[[], Awaitable[None]]
+) -> None:
+    """Run a raw ASGI endpoint's handler; an ApiError or a Redis outage becomes its answer.
+
+    Both can only come before a response starts: streams touch Redis before they open.
+    """
+    try:
+        await handler()
+    except ApiError as exc:
+        await exc.response()(scope, receive, send)
+    except BackendUnavailable:
+        await backend_unavailable().response()(scope, receive, send)

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio
 import redis.exceptions
@@ -60,6 +61,33 @@ class Record:
         )
 
 
+@asynccontextmanager
+async def _bounded() -> AsyncIterator[None]:
+    """Redis errors of a request become BackendUnavailable (503), never a 500."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise BackendUnavailable(str(exc)) from exc
+
+
+def _record(job_id: str, values: list[Any]) -> Record | None:
+    if values[0] is None:
+        return None
+    snapshot, version, seq, epoch, status, status_seq, output_expires = (
+        v.encode() if isinstance(v, str) else (v or b"") for v in values
+    )
+    return Record(
+        job_id=job_id,
+        snapshot=snapshot,
+        version=int(version),
+        seq=int(seq),
+        epoch=epoch.decode(),
+        status=status.decode(),
+        status_seq=int(status_seq),
+        output_expires=float(output_expires) if output_expires else None,
+    )
+
+
 class Store:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
@@ -80,32 +108,55 @@ class Store:
             await client.aclose()
 
     async def read(self, tenant: str, job_id: str) -> Record | None:
-        try:
+        async with _bounded():
             values = await self.client.hmget(keys.job_key(tenant, job_id), _FIELDS)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise BackendUnavailable(str(exc)) from exc
-        if values[0] is None:
-            return None
-        snapshot, version, seq, epoch, status, status_seq, output_expires = (
-            v.encode() if isinstance(v, str) else (v or b"") for v in values
-        )
-        return Record(
-            job_id=job_id,
-            snapshot=snapshot,
-            version=int(version),
-            seq=int(seq),
-            epoch=epoch.decode(),
-            status=status.decode(),
-            status_seq=int(status_seq),
-            output_expires=float(output_expires) if output_expires else None,
-        )
+        return _record(job_id, values)
+
+    async def read_many(self, tenant: str, job_ids: list[str]) -> dict[str, Record | None]:
+        """Several jobs in one round trip per 500 (a pipeline, not a transaction)."""
+        found: dict[str, Record | None] = {}
+        for start in range(0, len(job_ids), 500):
+            batch = job_ids[start:start + 500]
+            async with _bounded():
+                pipe = self.client.pipeline(transaction=False)
+                for job_id in batch:
+                    pipe.hmget(keys.job_key(tenant, job_id), _FIELDS)
+                rows = await pipe.execute()
+            for job_id, values in zip(batch, rows, strict=True):
+                found[job_id] = _record(job_id, values)
+        return found
+
+    async def epoch(self, tenant: str) -> str | None:
+        async with _bounded():
+            value = await self.client.get(keys.epoch_key(tenant))
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def changed_since(self, tenant: str, seq: int) -> list[tuple[str, int]]:
+        """(job id, seq of its last change) of every job changed after ``seq``, oldest first."""
+        async with _bounded():
+            rows: list[Any] = await self.client.zrangebyscore(
+                keys.index_key(tenant), f"({seq}", "+inf", withscores=True
+            )
+        return [(job_id.decode(), int(score)) for job_id, score in rows]
+
+    async def newest_first(self, tenant: str, *, below: int, count: int) -> list[tuple[str, int]]:
+        """(job id, seq) of the jobs whose last change is below ``below``, newest first."""
+        async with _bounded():
+            rows: list[Any] = await self.client.zrevrangebyscore(
+                keys.index_key(tenant), f"({below}", "-inf", start=0, num=count, withscores=True
+            )
+        return [(job_id.decode(), int(score)) for job_id, score in rows]
+
+    async def active(self, tenant: str) -> list[str]:
+        """The tenant's jobs that have not ended, oldest change first."""
+        async with _bounded():
+            rows: list[Any] = await self.client.zrange(keys.active_key(tenant), 0, -1)
+        return [job_id.decode() for job_id in rows]
 
     async def change(self, call: Call) -> Change:
         """Run the update script (the HTTP API's create, cancel and delete)."""
-        try:
+        async with _bounded():
             reply = await self._script(keys=call.keys, args=call.args)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise BackendUnavailable(str(exc)) from exc
         return result(call, reply)
 
     async def ping(self) -> bool:

@@ -41,7 +41,7 @@ def opening_event(record: Record, last: EventId | None) -> str | None:
     return "status" if last.seq < record.status_seq else "progress"
 
 
-async def _wait_for_disconnect(receive: Any) -> None:
+async def wait_for_disconnect(receive: Any) -> None:
     # ASGI: receive() returns http.disconnect once the client left or the response is
     # complete, so this also returns when the hub ended the stream.
     while (await receive())["type"] != "http.disconnect":
@@ -87,6 +87,6 @@ async def job_stream(
             if final:
                 return
             watcher.release()
-            await _wait_for_disconnect(receive)
+            await wait_for_disconnect(receive)
     finally:
         watcher.discard()

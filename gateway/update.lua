@@ -1,7 +1,8 @@
 -- The one atomic step behind every change of a job (DESIGN.md section 4).
 --
 -- Any worker, in any language, runs it with EVALSHA:
---   KEYS: job hash, tenant index (zset), tenant seq (string), tenant epoch (string)
+--   KEYS: job hash, tenant index (zset), tenant seq (string), tenant epoch (string),
+--         tenant active set (zset of the jobs not yet ended)
 --   ARGV: op, job_id, payload (JSON object), job channel, tenant channel,
 --         retention seconds (terminal job record), output ttl seconds, nonce (any text)
 --   op: create | start | progress | complete | fail | cancel | request_cancel | delete
@@ -22,7 +23,7 @@
 -- a newline, then the data line of the event (the snapshot, or for `deleted` a small
 -- object). The gateway forwards it without reading Redis.
 
-local job_key, index_key, seq_key, epoch_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job_key, index_key, seq_key, epoch_key, active_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local op, job_id, payload_json = ARGV[1], ARGV[2], ARGV[3]
 local job_channel, tenant_channel = ARGV[4], ARGV[5]
 local retention, output_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -300,6 +301,13 @@ else
   if TERMINAL[s.status] then redis.call('EXPIRE', job_key, retention) end
 end
 redis.call('ZADD', index_key, seq, job_id)
+-- The active set lets a tenant-wide stream open with the jobs not yet ended without
+-- reading every job the tenant has (issue 3).
+if op == 'delete' or TERMINAL[s.status] then
+  redis.call('ZREM', active_key, job_id)
+else
+  redis.call('ZADD', active_key, seq, job_id)
+end
 
 local message = event_id .. ' ' .. event .. ' ' .. string.format('%d', s.version) .. ' ' .. s.status ..
   ' ' .. clock[1] .. string.format('%06d', tonumber(clock[2])) .. ' ' .. job_id .. '\n' .. data

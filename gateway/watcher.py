@@ -29,8 +29,8 @@ class Watcher:
     Every method runs on the event loop thread and never blocks.
     """
 
-    __slots__ = ("_busy", "_coro", "_end", "_finishing", "_pending", "_send", "_sent",
-                 "close_on_terminal", "closed")
+    __slots__ = ("_busy", "_coro", "_end", "_ended", "_epoch", "_finishing", "_pending", "_send",
+                 "_sent", "close_on_terminal", "closed")
 
     def __init__(self, send: Send, *, close_on_terminal: bool) -> None:
         self._send = send
@@ -39,6 +39,11 @@ class Watcher:
         self._busy = True
         self._pending: dict[str, Message] = {}
         self._sent: dict[str, Message] = {}
+        # Jobs that ended on a stream that stays open, with the seq of their end: forgotten
+        # from _sent, so that a tenant-wide stream's memory follows the jobs still running.
+        self._ended: dict[str, int] = {}
+        # The epoch of what this stream has seen ("" before the first message).
+        self._epoch = ""
         self._coro: Coroutine[Any, Any, None] | None = None
         self._end: bytes | None = None
         self._finishing = False
@@ -49,7 +54,24 @@ class Watcher:
 
     def mark_sent(self, message: Message) -> None:
         """Record what the stream task wrote itself (the opening snapshot)."""
+        self._epoch = message.epoch
         self._sent[message.job_id] = message
+
+    def open_with(self, messages: list[Message]) -> None:
+        """Queue a multi-job stream's opening snapshots with what the hub sent meanwhile.
+
+        Per job the newer of the two wins (a job the client has not seen yet is labelled
+        ``snapshot`` either way); then everything goes out in seq order, so that the id a
+        client last saw is always a position it can resume from (DESIGN.md section 3).
+        """
+        for message in messages:
+            self._epoch = message.epoch
+            waiting = self._pending.get(message.job_id)
+            if waiting is not None and waiting.version > message.version:
+                message = waiting if waiting.event == "deleted" else waiting.as_event("snapshot")
+            self._pending[message.job_id] = message
+        ordered = sorted(self._pending.values(), key=lambda m: m.seq)
+        self._pending = {m.job_id: m for m in ordered}
 
     def release(self) -> None:
         """The stream task is done writing: from now on the hub writes, pending first."""
@@ -69,13 +91,27 @@ class Watcher:
     def deliver(self, message: Message) -> None:
         if self.closed or self._finishing:
             return
+        if message.epoch != self._epoch:
+            if self._epoch:
+                # Redis lost its data (DESIGN.md section 3): versions start again, which a
+                # client must never see on one connection. It reconnects with its last id,
+                # which is now foreign, and gets fresh snapshots.
+                self.finish()
+                return
+            self._epoch = message.epoch
         last = self._sent.get(message.job_id)
-        if last is not None and message.version <= last.version:
+        if last is None:
+            if self._ended and self._ended.get(message.job_id, -1) >= message.seq:
+                return  # the client saw this job end; this is older news
+        elif message.version <= last.version:
             return  # already sent: versions a client sees only go up (DESIGN.md section 3)
         if self._busy:
-            waiting = self._pending.get(message.job_id)
-            if waiting is None or waiting.version < message.version:
-                self._pending[message.job_id] = message
+            waiting = self._pending.pop(message.job_id, None)
+            if waiting is not None and waiting.version > message.version:
+                message = waiting
+            # Re-inserted at the end: pending stays in seq order, so the id a client saw
+            # last never skips over a change still waiting to be sent.
+            self._pending[message.job_id] = message
             return
         if self._write_message(message, last):
             self._written()
@@ -99,7 +135,11 @@ class Watcher:
 
     def _write_message(self, message: Message, last: Message | None) -> bool:
         """Start writing ``message``; True when the write is already done."""
-        self._sent[message.job_id] = message
+        if message.terminal and not self.close_on_terminal:
+            self._sent.pop(message.job_id, None)
+            self._ended[message.job_id] = message.seq
+        else:
+            self._sent[message.job_id] = message
         frame = message.frame
         if last is not None and last.status != message.status and message.event == "progress":
             # The client skipped the status change (conflation or a resync): say it moved.

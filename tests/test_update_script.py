@@ -224,3 +224,15 @@ def test_a_lost_counter_gets_a_new_epoch(worker: SyncWorker, r: redis.Redis) -> 
     r.flushall()
     worker.create("e1")
     assert r.get(keys.epoch_key("default")) != first
+
+
+def test_the_active_set_holds_the_jobs_not_yet_ended(worker: SyncWorker, r: redis.Redis) -> None:
+    worker.create("a1")
+    worker.create("a2")
+    worker.start("a2")
+    worker.create("a3")
+    worker.cancel("a3")
+    active = r.zrange(keys.active_key("default"), 0, -1, withscores=True)
+    assert active == [(b"a1", 1.0), (b"a2", 3.0)]
+    worker.fail("a2", "x")
+    assert r.zrange(keys.active_key("default"), 0, -1) == [b"a1"]

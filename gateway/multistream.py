@@ -1,0 +1,94 @@
+"""Many jobs on one connection: the event stream of ``GET /v1/jobs`` (issue 3).
+
+Browsers open at most six HTTP/1.1 connections per origin, so a dashboard that follows
+twenty jobs needs them on one stream; a backend service wants all of its tenant's jobs on
+one. DESIGN.md section 3: the stream opens with the snapshots of the named jobs (or of the
+tenant's jobs that have not ended), stays open after jobs end, and resumes from an event
+id by sending again, as snapshots, exactly the jobs that changed after it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway import keys
+from gateway.events import EventId, Message, retry_frame
+from gateway.hub import Hub
+from gateway.store import Store
+from gateway.streams import STREAM_HEADERS, wait_for_disconnect
+from gateway.watcher import Watcher
+
+MAX_JOB_IDS = 100
+
+
+def unknown_frame(job_ids: list[str]) -> bytes:
+    """Named jobs that do not exist, reported once. No id: it is no position to resume from.
+
+    They stay watched: a job created later shows up with its first ``status`` event.
+    """
+    data = json.dumps({"job_ids": job_ids}, separators=(",", ":")).encode()
+    return b"event: unknown\ndata: " + data + b"\n\n"
+
+
+def _deleted(epoch: str, seq: int, job_id: str) -> Message:
+    # The version a deleted job had is gone with its record; null says so.
+    data = json.dumps({"job_id": job_id, "version": None}, separators=(",", ":")).encode()
+    return Message(epoch=epoch, seq=seq, event="deleted", version=0, status="deleted",
+                   job_id=job_id, data=data)
+
+
+async def jobs_stream(
+    receive: Any,
+    send: Any,
+    *,
+    hub: Hub,
+    store: Store,
+    tenant: str,
+    job_ids: list[str] | None,
+    last_event_id: EventId | None,
+    retry_ms: int,
+) -> None:
+    watcher = Watcher(send, close_on_terminal=False)
+    if job_ids:
+        channels = [keys.job_channel(tenant, job_id) for job_id in job_ids]
+    else:
+        channels = [keys.tenant_channel(tenant)]
+    try:
+        # As for one job: subscribe first, then read, and let the watcher drop what the
+        # snapshots already cover.
+        async with hub.watch(channels, watcher):
+            epoch = await store.epoch(tenant)
+            resume = last_event_id is not None and last_event_id.epoch == epoch
+            changed_at: dict[str, int] = {}
+            if resume:
+                assert last_event_id is not None
+                changed = await store.changed_since(tenant, last_event_id.seq)
+                if job_ids:
+                    wanted = set(job_ids)
+                    changed = [(job_id, seq) for job_id, seq in changed if job_id in wanted]
+                changed_at = dict(changed)
+                ids = list(changed_at)
+            else:
+                ids = job_ids or await store.active(tenant)
+            records = await store.read_many(tenant, ids)
+            opening: list[Message] = []
+            unknown: list[str] = []
+            for job_id in ids:
+                record = records[job_id]
+                if record is not None:
+                    opening.append(record.message("snapshot"))
+                elif resume and epoch is not None:
+                    opening.append(_deleted(epoch, changed_at[job_id], job_id))
+                elif job_ids:
+                    unknown.append(job_id)
+            body = retry_frame(retry_ms)
+            if unknown:
+                body += unknown_frame(unknown)
+            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            watcher.open_with(opening)
+            watcher.release()
+            await wait_for_disconnect(receive)
+    finally:
+        watcher.discard()

@@ -1,0 +1,73 @@
+"""``/v1/jobs/{id}``: one job, as a JSON snapshot or an event stream (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import keys, problems
+from gateway.negotiation import Representation, last_event_id, requested
+from gateway.state import TENANT, AppState
+from gateway.store import Record
+from gateway.streams import job_stream
+
+# DESIGN.md section 2: the polite polling interval of a job that is not done.
+POLL_INTERVAL_SECONDS = 2
+
+
+def _etag_matches(header: str, version: int) -> bool:
+    wanted = f'"{version}"'
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == wanted:
+            return True
+    return False
+
+
+def _snapshot_headers(record: Record) -> dict[str, str]:
+    headers = {"ETag": f'"{record.version}"', "Vary": "Accept", "Cache-Control": "no-cache"}
+    if not record.terminal:
+        headers["Retry-After"] = str(POLL_INTERVAL_SECONDS)
+    return headers
+
+
+class JobEndpoint:
+    """``/v1/jobs/{id}``: a raw ASGI endpoint, so that its event streams stay lean."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        await problems.answering_errors(scope, receive, send, lambda: self._get(request, send))
+
+    async def _get(self, request: Request, send: Any) -> None:
+        representation = requested(request, "GET, HEAD")
+        job_id = request.path_params["job_id"]
+        if not keys.valid_job_id(job_id):
+            raise problems.invalid_job_id(job_id)
+        state = self.state
+        if representation is Representation.STREAM:
+            await job_stream(
+                request.receive,
+                send,
+                hub=state.hub,
+                store=state.store,
+                tenant=TENANT,
+                job_id=job_id,
+                last_event_id=last_event_id(request),
+                retry_ms=state.settings.retry_ms,
+            )
+            return
+        record = await state.store.read(TENANT, job_id)
+        if record is None:
+            raise problems.not_found(job_id)
+        headers = _snapshot_headers(record)
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match and _etag_matches(if_none_match, record.version):
+            response = Response(status_code=304, headers=headers)
+        else:
+            response = Response(record.body(), media_type="application/json", headers=headers)
+        await response(request.scope, request.receive, send)
