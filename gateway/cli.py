@@ -121,6 +121,16 @@ def _job_commands(sub: Any) -> None:
     p.add_argument("job_id")
 
 
+def _watch(args: argparse.Namespace) -> int:
+    from gateway.watch import watch
+
+    if bool(args.job_ids) == bool(args.all):
+        print("gateway watch: name job ids, or --all for every job of the tenant",
+              file=sys.stderr)
+        return 2
+    return watch(args.url, args.job_ids or None, as_json=args.json)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -129,6 +139,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="default: GATEWAY_PORT, PORT or 8000")
     serve.set_defaults(func=_serve)
     _job_commands(sub)
+    watch = sub.add_parser("watch", help="show jobs moving in the terminal")
+    watch.add_argument("job_ids", nargs="*", metavar="ID")
+    watch.add_argument("--all", action="store_true", help="every job of the tenant (endless)")
+    watch.add_argument("--json", action="store_true", help="one snapshot per line instead")
+    watch.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000"),
+                       help="the gateway (default: GATEWAY_URL or http://127.0.0.1:8000)")
+    watch.set_defaults(func=_watch)
     return root
 
 

@@ -51,8 +51,10 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 class GatewayProcess:
     """``python -m gateway serve`` in a subprocess: a real uvicorn, as users run it."""
 
-    def __init__(self, redis_url: str | None, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, redis_url: str | None, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         if redis_url is not None:
@@ -105,8 +107,8 @@ def start_gateway(redis_url: str) -> Iterator[type]:
     """Start gateways with extra GATEWAY_* settings: ``start_gateway(GATEWAY_X="1")``."""
     started: list[GatewayProcess] = []
 
-    def start(url: str | None = redis_url, **env: str) -> GatewayProcess:
-        process = GatewayProcess(url, env)
+    def start(url: str | None = redis_url, port: int | None = None, **env: str) -> GatewayProcess:
+        process = GatewayProcess(url, env, port)
         started.append(process)
         process.start()
         return process

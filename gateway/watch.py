@@ -1,0 +1,84 @@
+"""``gateway watch``: a person's view of jobs moving, in a terminal (issue 3).
+
+One progress bar per job with its phase; a line when a job ends, with the output file
+name or the error. Exit status: 0 when every watched job completed, 1 when any failed or
+was canceled, 2 when a job does not exist or the gateway cannot be used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+from gateway.client import Client, ClientError, Job, JobEvent
+
+
+def _ending(job: Job) -> str:
+    if job.status == "completed":
+        name = job.output.file_name if job.output and job.output.file_name else "(no file name)"
+        return f"[green]✓ {job.job_id} completed[/green]: {name}"
+    if job.status == "failed" and job.error is not None:
+        return f"[red]✗ {job.job_id} failed[/red]: {job.error.code} {job.error.message}".rstrip()
+    return f"[yellow]✗ {job.job_id} {job.status}[/yellow]"
+
+
+class _View:
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+        self.ended: dict[str, str] = {}
+
+    def show(self, job: Job) -> None:
+        if self.progress is None:  # --json: one snapshot per line, for scripts
+            print(json.dumps(dataclasses.asdict(job), separators=(",", ":")), flush=True)
+        else:
+            label = job.job_id + (f" · {job.progress.phase}" if job.progress.phase else "")
+            task = self.tasks.get(job.job_id)
+            if task is None:
+                task = self.tasks[job.job_id] = self.progress.add_task(
+                    label, total=100, state=job.status)
+            self.progress.update(task, completed=job.progress.percent, description=label,
+                                 state=job.status)
+            if job.terminal and job.job_id not in self.ended:
+                self.progress.console.print(_ending(job))
+        if job.terminal:
+            self.ended[job.job_id] = job.status
+
+
+def watch(url: str, job_ids: list[str] | None, *, as_json: bool) -> int:
+    console = Console(stderr=False)
+    progress = None if as_json else Progress(
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[state]}"), console=console)
+    view = _View(progress)
+    wanted = set(job_ids or [])
+    try:
+        with Client(url) as client:
+            if progress is not None:
+                progress.start()
+            try:
+                event: JobEvent
+                for event in client.follow_many(job_ids):
+                    if event.event == "unknown":
+                        print(f"gateway watch: no job {', '.join(event.missing)}",
+                              file=sys.stderr)
+                        return 2
+                    if event.event == "deleted" and event.job_id:
+                        view.ended.setdefault(event.job_id, "deleted")
+                    elif event.job is not None:
+                        view.show(event.job)
+                    if wanted and wanted <= view.ended.keys():
+                        break
+            finally:
+                if progress is not None:
+                    progress.stop()
+    except ClientError as exc:
+        print(f"gateway watch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0 if all(status == "completed" for status in view.ended.values()) else 1

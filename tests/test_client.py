@@ -1,0 +1,118 @@
+"""The Python client, against real gateways: reconnects, waits, errors (issue 3)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import aclosing
+
+import anyio
+import pytest
+
+from gateway.client import AsyncClient, Client, Job, JobDidNotComplete, NotFound, WaitTimeout
+from gateway.worker import SyncWorker
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def worker(redis_url: str):
+    with SyncWorker.from_url(redis_url) as w:
+        yield w
+
+
+async def test_follow_survives_a_gateway_restart_and_ends_terminal(
+    start_gateway, worker: SyncWorker, redis_url: str
+) -> None:
+    first = start_gateway()
+    worker.create("rs")
+    worker.start("rs")
+    seen: list[Job] = []
+    async with AsyncClient(first.url, max_backoff=0.5) as client:
+
+        async def follow() -> None:
+            async for job in client.follow("rs"):
+                seen.append(job)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                while not seen:
+                    await anyio.sleep(0.02)
+                assert first.terminate() == 0  # the stream ends with a retry: the client waits
+                worker.progress("rs", 50)
+                worker.complete("rs", file_url="https://files.example/rs", file_name="rs.pdf")
+                await anyio.to_thread.run_sync(
+                    lambda: start_gateway(port=first.port))  # back on the same address
+    versions = [job.version for job in seen]
+    assert versions == sorted(set(versions))
+    assert seen[-1].status == "completed" and seen[-1].output.file_name == "rs.pdf"
+    assert seen[-1].version == 4  # create, start, progress, complete
+
+
+async def test_wait_returns_the_final_snapshot(gateway, worker: SyncWorker) -> None:
+    worker.create("w1")
+
+    def work() -> None:
+        time.sleep(0.3)
+        worker.start("w1")
+        worker.complete("w1", file_url="u")
+
+    threading.Thread(target=work).start()
+    async with AsyncClient(gateway.url) as client:
+        job = await client.wait("w1", timeout=10, raise_on_failure=True)
+    assert job.status == "completed" and job.version == 3
+
+
+async def test_wait_times_out_and_can_raise_on_failure(gateway, worker: SyncWorker) -> None:
+    worker.create("w2")
+    async with AsyncClient(gateway.url) as client:
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout):
+            await client.wait("w2", timeout=0.5)
+        assert time.monotonic() - started < 3
+        worker.fail("w2", "input.corrupt", "unreadable")
+        assert (await client.wait("w2", timeout=5)).status == "failed"
+        with pytest.raises(JobDidNotComplete, match=r"input\.corrupt"):
+            await client.wait("w2", timeout=5, raise_on_failure=True)
+
+
+async def test_unknown_jobs_raise_not_found(gateway) -> None:
+    async with AsyncClient(gateway.url) as client:
+        with pytest.raises(NotFound):
+            await client.get("ghost")
+        with anyio.fail_after(5), pytest.raises(NotFound):
+            async for _ in client.follow("ghost"):
+                pass
+
+
+async def test_follow_many_reports_missing_and_live_events(gateway, worker: SyncWorker) -> None:
+    worker.create("m1")
+    events = []
+    async with AsyncClient(gateway.url) as client:
+        # aclosing: an async generator left by `break` is closed here, not by the GC later.
+        with anyio.fail_after(10):
+            async with aclosing(client.follow_many(["m1", "m-none"])) as stream:
+                async for event in stream:
+                    events.append(event)
+                    if len(events) == 2:
+                        worker.start("m1")
+                    if len(events) == 3:
+                        break
+    assert events[0].event == "unknown" and events[0].missing == ["m-none"]
+    assert (events[1].event, events[1].job.status) == ("snapshot", "queued")
+    assert (events[2].event, events[2].job.status) == ("status", "running")
+
+
+def test_the_sync_client(gateway, worker: SyncWorker) -> None:
+    worker.create("s1")
+    worker.start("s1")
+    with Client(gateway.url) as client:
+        assert client.get("s1").status == "running"
+        with pytest.raises(WaitTimeout):
+            client.wait("s1", timeout=0.5)
+        threading.Timer(0.3, lambda: worker.complete("s1", file_url="u")).start()
+        assert client.wait("s1", timeout=10).status == "completed"
+        with pytest.raises(NotFound):
+            client.wait("nobody", timeout=5)
+        assert [job.version for job in client.follow("s1")] == [3]

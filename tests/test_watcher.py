@@ -1,0 +1,166 @@
+"""The watcher's write driver and conflation, with an ASGI ``send`` we hold back by hand.
+
+No Redis here: this is the per-stream state machine alone. The stand-in ``send`` is an
+async function like a server's, which waits on a future while "the socket is full".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.events import HEARTBEAT, Message
+from gateway.watcher import Watcher
+
+pytestmark = pytest.mark.anyio
+
+
+def message(job: str, version: int, seq: int, status: str = "running",
+            event: str = "progress") -> Message:
+    data = b'{"job_id":"%s","version":%d}' % (job.encode(), version)
+    return Message(epoch="epoch1", seq=seq, event=event, version=version, status=status,
+                   job_id=job, data=data)
+
+
+class Socket:
+    """An ASGI send whose writes complete at once until ``full`` is set."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.more: list[bool] = []
+        self.gate: asyncio.Future[None] | None = None
+
+    def fill(self) -> None:
+        self.gate = asyncio.get_running_loop().create_future()
+
+    def drain(self) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.set_result(None)
+
+    async def send(self, event: dict[str, Any]) -> None:
+        if self.gate is not None:
+            await self.gate
+        self.bodies.append(event["body"])
+        self.more.append(event["more_body"])
+
+    def events(self) -> list[tuple[str, str]]:
+        out = []
+        for body in self.bodies:
+            if body.startswith(b"id: "):
+                lines = body.decode().splitlines()
+                out.append((lines[1].removeprefix("event: "), lines[0].removeprefix("id: ")))
+        return out
+
+
+async def test_writes_go_straight_through_when_the_socket_has_room() -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=True)
+    watcher.release()
+    for version in (2, 3, 4):
+        watcher.deliver(message("a", version, seq=version))
+    assert socket.events() == [("progress", "epoch1-2"), ("progress", "epoch1-3"),
+                               ("progress", "epoch1-4")]
+    watcher.deliver(message("a", 3, seq=3))  # older than what was sent: dropped
+    assert len(socket.bodies) == 3
+
+
+async def test_a_slow_client_holds_one_pending_message_per_job() -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    watcher.release()
+    socket.fill()
+    watcher.deliver(message("a", 1, seq=1))  # in flight, waiting for room
+    for seq in range(2, 2002):
+        watcher.deliver(message("a" if seq % 2 else "b", seq, seq=seq))
+    assert len(watcher._pending) == 2  # one per job, however many came
+    socket.drain()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    # The write in flight, then the newest of each job, in seq order.
+    assert socket.events() == [("progress", "epoch1-1"), ("progress", "epoch1-2000"),
+                               ("progress", "epoch1-2001")]
+
+
+async def test_a_skipped_status_change_is_reported_as_status() -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=True)
+    watcher.mark_sent(message("a", 1, seq=1, status="queued", event="snapshot"))
+    watcher.release()
+    socket.fill()
+    watcher.deliver(message("a", 2, seq=2, status="queued"))
+    watcher.deliver(message("a", 3, seq=3, status="running", event="status"))
+    watcher.deliver(message("a", 4, seq=4, status="running"))  # replaces the status change
+    socket.drain()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert socket.events() == [("progress", "epoch1-2"), ("status", "epoch1-4")]
+
+
+async def test_the_terminal_message_ends_a_single_job_stream() -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=True)
+    watcher.release()
+    watcher.deliver(message("a", 2, seq=2, status="completed", event="status"))
+    watcher.deliver(message("a", 3, seq=3))
+    watcher.heartbeat()
+    assert socket.more == [False] and watcher.closed
+
+
+async def test_heartbeats_skip_a_stream_that_is_busy_writing() -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    watcher.release()
+    watcher.heartbeat()
+    assert socket.bodies == [HEARTBEAT]
+    socket.fill()
+    watcher.deliver(message("a", 1, seq=1))
+    watcher.heartbeat()
+    socket.drain()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert socket.bodies.count(HEARTBEAT) == 1
+
+
+async def test_finish_writes_what_waits_then_ends() -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    watcher.release()
+    socket.fill()
+    watcher.deliver(message("a", 1, seq=1))
+    watcher.deliver(message("b", 1, seq=2))
+    watcher.finish(b"retry: 5000\n\n")
+    socket.drain()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert socket.bodies[-1] == b"retry: 5000\n\n" and socket.more[-1] is False
+    assert [e[1] for e in socket.events()] == ["epoch1-1", "epoch1-2"]
+    assert watcher.closed
+
+
+async def test_a_discarded_watcher_abandons_its_write() -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    watcher.release()
+    socket.fill()
+    watcher.deliver(message("a", 1, seq=1))
+    watcher.discard()
+    socket.drain()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    watcher.deliver(message("a", 2, seq=2))
+    assert socket.bodies == []
+
+
+async def test_a_new_epoch_ends_the_stream() -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    watcher.release()
+    watcher.deliver(message("a", 5, seq=5))
+    other = Message(epoch="epoch2", seq=1, event="status", version=1, status="queued",
+                    job_id="a", data=b"{}")
+    watcher.deliver(other)
+    assert socket.more[-1] is False and watcher.closed
+    assert b"epoch2" not in b"".join(socket.bodies)
