@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,7 +27,9 @@ from gateway.collection import JobsEndpoint
 from gateway.events import retry_frame
 from gateway.exceptions import BackendUnavailable, InvalidUpdate, JobAlreadyExists
 from gateway.hub import Hub
+from gateway.metrics import Metrics
 from gateway.resource import JobEndpoint
+from gateway.resync import resync
 from gateway.settings import Settings, SettingsError
 from gateway.state import TENANT, AppState
 from gateway.store import Store
@@ -87,6 +90,11 @@ async def readyz(request: Request) -> Response:
     if state.hub.connected.is_set() and await state.store.ping():
         return JSONResponse({"status": "ready"})
     raise problems.backend_unavailable()
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -155,18 +163,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     redis_url = settings.redis_url
     state = AppState(settings)
 
-    async def resync(hub: Hub, channels: list[str]) -> None:
-        # After a reconnect: whatever changed while the hub was away is re-read and sent.
-        for name in channels:
-            tenant_and_job = keys.parse_job_channel(name)
-            if tenant_and_job is None:
-                continue
-            try:
-                record = await state.store.read(*tenant_and_job)
-            except BackendUnavailable:
-                return
-            if record is not None:
-                hub.dispatch(name.encode(), record.message("progress"))
+    metrics = Metrics(lambda: {
+        "gateway_open_streams": {k: float(v) for k, v in state.hub.open_streams.items()},
+        "gateway_pubsub_channels": {"": float(state.hub.channel_count)},
+    })
+    state.metrics = metrics
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -176,7 +177,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 redis_url,
                 heartbeat_seconds=settings.heartbeat_seconds,
                 subscribe_timeout_seconds=settings.subscribe_timeout_seconds,
-                resync=resync,
+                send_timeout_seconds=settings.send_timeout_seconds,
+                probe_seconds=settings.probe_seconds,
+                resync=lambda hub, channels: resync(hub, store, channels),
+                publish=store.client.publish,
+                on_fanout=metrics.fanout_seconds.observe,
             ) as hub,
         ):
             state.store, state.hub = store, hub
@@ -191,6 +196,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1/jobs/{job_id:str}", JobEndpoint(state)),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     handlers: dict[Any, Callable[..., Any]] = {
         problems.ApiError: _api_error,

@@ -10,19 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 
 from gateway.events import Message
 from gateway.exceptions import BackendUnavailable
+from gateway.metrics import STATS
 from gateway.pubsub import PubSubConnection, Reply
 from gateway.watcher import Watcher
 
 log = logging.getLogger("gateway.hub")
 
 Resync = Callable[["Hub", list[str]], Awaitable[None]]
+Publish = Callable[[str, bytes], Awaitable[object]]
+
+# A gateway message is a snapshot of a few KiB; anything far larger is not one of ours.
+MAX_MESSAGE_BYTES = 1 << 20
 
 
 class _Channel:
@@ -40,12 +48,28 @@ class Hub:
         *,
         heartbeat_seconds: float,
         subscribe_timeout_seconds: float,
+        send_timeout_seconds: float = 30.0,
+        probe_seconds: float = 10.0,
         resync: Resync | None = None,
+        publish: Publish | None = None,
+        on_fanout: Callable[[float], None] | None = None,
     ) -> None:
         self._url = redis_url
         self._heartbeat_seconds = heartbeat_seconds
         self._subscribe_timeout = subscribe_timeout_seconds
+        self._send_timeout = send_timeout_seconds
+        self._probe_seconds = probe_seconds
         self._resync = resync
+        self._publish = publish
+        self._on_fanout = on_fanout
+        # The hub publishes to a channel of its own and expects to hear it back: a pub/sub
+        # connection that stopped delivering without an error is found and restarted.
+        self._probe_channel = f"gw:probe:{secrets.token_hex(8)}".encode()
+        self._probe_heard: asyncio.Event | None = None
+        # The seq of the last message per channel: after a reconnect, a tenant channel's
+        # watchers get again every job changed since (see app.resync).
+        self.last_seq: dict[str, tuple[str, int]] = {}
+        self.open_streams: dict[str, int] = {}
         self._channels: dict[bytes, _Channel] = {}
         # SUBSCRIBE/UNSUBSCRIBE commands sent per channel whose replies have not come yet.
         # A channel is subscribed once its count is back to zero: counting both kinds keeps
@@ -54,7 +78,6 @@ class Hub:
         self._watchers: set[Watcher] = set()
         self._conn: PubSubConnection | None = None
         self._bad_channels: set[bytes] = set()
-        self.bad_messages = 0
         self.reconnects = 0
         self.connected = anyio.Event()
 
@@ -62,23 +85,13 @@ class Hub:
 
     @classmethod
     @asynccontextmanager
-    async def running(
-        cls,
-        redis_url: str,
-        *,
-        heartbeat_seconds: float,
-        subscribe_timeout_seconds: float,
-        resync: Resync | None = None,
-    ) -> AsyncIterator[Hub]:
-        hub = cls(
-            redis_url,
-            heartbeat_seconds=heartbeat_seconds,
-            subscribe_timeout_seconds=subscribe_timeout_seconds,
-            resync=resync,
-        )
+    async def running(cls, redis_url: str, **options: Any) -> AsyncIterator[Hub]:
+        hub = cls(redis_url, **options)
         async with anyio.create_task_group() as tg:
             tg.start_soon(hub._connection_loop)
-            tg.start_soon(hub._heartbeat_loop)
+            tg.start_soon(hub._timer_loop)
+            if hub._publish is not None:
+                tg.start_soon(hub._probe_loop)
             try:
                 yield hub
             finally:
@@ -103,26 +116,65 @@ class Hub:
             backoff = 0.05
             self._conn = conn
             self._inflight.clear()
-            self._subscribe(list(self._channels))
+            self._subscribe([self._probe_channel, *self._channels])
             self.connected.set()
             if self.reconnects and self._resync is not None:
-                await self._resync(self, [c.decode() for c in self._channels])
+                with anyio.move_on_after(self._subscribe_timeout * 2):
+                    await self._resync(self, [c.decode() for c in self._channels])
             await conn.closed
             self._conn = None
             self.connected = anyio.Event()
             self.reconnects += 1
+            STATS.redis_reconnects += 1
             log.warning("pub/sub connection to Redis lost; reconnecting")
 
-    async def _heartbeat_loop(self) -> None:
+    async def _timer_loop(self) -> None:
+        """One timer for every stream: heartbeats, and the send timeout of slow clients."""
+        loop = asyncio.get_running_loop()
+        tick = min(1.0, self._heartbeat_seconds)
+        next_heartbeat = loop.time() + self._heartbeat_seconds
         while True:
-            await anyio.sleep(self._heartbeat_seconds)
+            await anyio.sleep(tick)
+            now = loop.time()
+            beat = now >= next_heartbeat
+            if beat:
+                next_heartbeat = now + self._heartbeat_seconds
             for watcher in list(self._watchers):
-                watcher.heartbeat()
+                since = watcher.waiting_since
+                if since is not None and now - since > self._send_timeout:
+                    log.warning("a stream's client took no data for %.0fs: disconnected",
+                                now - since)
+                    watcher.abort()
+                elif beat:
+                    watcher.heartbeat()
+
+    async def _probe_loop(self) -> None:
+        assert self._publish is not None
+        while True:
+            await anyio.sleep(self._probe_seconds)
+            conn = self._conn
+            if conn is None:
+                continue
+            self._probe_heard = heard = asyncio.Event()
+            with anyio.move_on_after(self._subscribe_timeout):
+                try:
+                    await self._publish(self._probe_channel.decode(), b"probe")
+                except Exception:  # Redis unreachable: the connection loop deals with it
+                    continue
+                await heard.wait()
+                continue
+            if conn is self._conn:
+                STATS.probe_failures += 1
+                log.warning("pub/sub probe not heard back in %.1fs: reconnecting",
+                            self._subscribe_timeout)
+                conn.close()
 
     # -- watchers -----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def watch(self, channels: Iterable[str], watcher: Watcher) -> AsyncIterator[None]:
+    async def watch(
+        self, channels: Iterable[str], watcher: Watcher, kind: str = "job"
+    ) -> AsyncIterator[None]:
         """Deliver the messages of ``channels`` to ``watcher`` while the block runs.
 
         Returns once every channel is subscribed (confirmed by Redis), so that a snapshot
@@ -137,12 +189,14 @@ class Hub:
                 new.append(name)
             channel.watchers.add(watcher)
         self._watchers.add(watcher)
+        self.open_streams[kind] = self.open_streams.get(kind, 0) + 1
         try:
             self._subscribe(new)
             await self._until_subscribed(names)
             yield
         finally:
             self._watchers.discard(watcher)
+            self.open_streams[kind] -= 1
             gone: list[bytes] = []
             for name in names:
                 channel = self._channels.get(name)
@@ -186,7 +240,11 @@ class Hub:
     def _on_reply(self, reply: Reply) -> None:
         kind = reply[0] if isinstance(reply, list) and reply else None
         if kind == b"message":
-            self.dispatch(reply[1], reply[2])
+            if reply[1] == self._probe_channel:
+                if self._probe_heard is not None:
+                    self._probe_heard.set()
+            else:
+                self.dispatch(reply[1], reply[2])
         elif kind in (b"subscribe", b"unsubscribe"):
             self._confirmed(reply[1])
 
@@ -209,19 +267,30 @@ class Hub:
             message = payload
         else:
             try:
+                if len(payload) > MAX_MESSAGE_BYTES:
+                    raise ValueError("oversize")
                 message = Message.parse(payload)
             except ValueError:
                 self._bad_message(name, payload)
                 return
+        self.last_seq[name.decode()] = (message.epoch, message.seq)
         for watcher in channel.watchers:
             watcher.deliver(message)
+        if self._on_fanout is not None and message.published_us:
+            self._on_fanout(time.time() - message.published_us / 1e6)
 
     def _bad_message(self, name: bytes, payload: bytes) -> None:
-        self.bad_messages += 1
+        STATS.bad_messages += 1
         if name not in self._bad_channels:  # logged once per channel, then only counted
             self._bad_channels.add(name)
             log.warning("dropped a malformed message on %s (%d bytes)",
                         name.decode(errors="replace"), len(payload))
+
+    def finish_channel(self, name: str) -> None:
+        """End the streams of one channel (its job is gone)."""
+        channel = self._channels.get(name.encode())
+        for watcher in list(channel.watchers if channel else ()):
+            watcher.finish()
 
     # -- shutdown -----------------------------------------------------------------------
 

@@ -41,6 +41,14 @@ def parse_job_channel(name: str) -> tuple[str, str] | None:
     return (match[1], match[2]) if match else None
 
 
+_TENANT_CHANNEL = re.compile(r"gw:\{([^}]*)\}:jobs")
+
+
+def parse_tenant_channel(name: str) -> str | None:
+    match = _TENANT_CHANNEL.fullmatch(name)
+    return match[1] if match else None
+
+
 def tenant_channel(tenant: str) -> str:
     return f"{_prefix(tenant)}jobs"
 

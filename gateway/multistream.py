@@ -57,7 +57,7 @@ async def jobs_stream(
     try:
         # As for one job: subscribe first, then read, and let the watcher drop what the
         # snapshots already cover.
-        async with hub.watch(channels, watcher):
+        async with hub.watch(channels, watcher, "jobs" if job_ids else "tenant"):
             epoch = await store.epoch(tenant)
             resume = last_event_id is not None and last_event_id.epoch == epoch
             changed_at: dict[str, int] = {}
@@ -89,6 +89,6 @@ async def jobs_stream(
             await send({"type": "http.response.body", "body": body, "more_body": True})
             watcher.open_with(opening)
             watcher.release()
-            await wait_for_disconnect(receive)
+            await wait_for_disconnect(receive, watcher)
     finally:
         watcher.discard()

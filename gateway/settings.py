@@ -29,6 +29,8 @@ class Settings:
     retry_ms: int = 3000  # the `retry:` field every stream opens with
     redis_timeout_seconds: float = 2.0  # bounds every Redis command of a request
     subscribe_timeout_seconds: float = 5.0  # bounds the wait for a SUBSCRIBE confirmation
+    send_timeout_seconds: float = 30.0  # a client that takes no data this long is dropped
+    probe_seconds: float = 10.0  # how often the hub checks that its pub/sub still delivers
     retention_seconds: int = 24 * 3600  # DESIGN.md section 1
     output_ttl_seconds: int = 3600  # DESIGN.md section 1
     shutdown_grace_seconds: float = 10.0
@@ -51,6 +53,10 @@ class Settings:
             subscribe_timeout_seconds=read(
                 "GATEWAY_SUBSCRIBE_TIMEOUT_SECONDS", _positive, cls.subscribe_timeout_seconds
             ),
+            send_timeout_seconds=read(
+                "GATEWAY_SEND_TIMEOUT_SECONDS", _positive, cls.send_timeout_seconds
+            ),
+            probe_seconds=read("GATEWAY_PROBE_SECONDS", _positive, cls.probe_seconds),
             retention_seconds=read(
                 "GATEWAY_RETENTION_SECONDS", _positive_int, cls.retention_seconds
             ),

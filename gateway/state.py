@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.hub import Hub
 from gateway.keys import DEFAULT_TENANT
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -15,6 +16,7 @@ TENANT = DEFAULT_TENANT
 class AppState:
     hub: Hub
     store: Store
+    metrics: Metrics
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -7,6 +7,7 @@ stream to the hub, and then waits for the client to leave.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from gateway import keys, problems
@@ -41,11 +42,22 @@ def opening_event(record: Record, last: EventId | None) -> str | None:
     return "status" if last.seq < record.status_seq else "progress"
 
 
-async def wait_for_disconnect(receive: Any) -> None:
-    # ASGI: receive() returns http.disconnect once the client left or the response is
-    # complete, so this also returns when the hub ended the stream.
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def wait_for_disconnect(receive: Any, watcher: Watcher) -> None:
+    """Until the client leaves, the hub ends the stream, or the watcher is aborted.
+
+    ASGI: receive() returns http.disconnect once the client left or the response is
+    complete. An aborted watcher (a client that took no data within the send timeout)
+    cancels this task; returning then, with the response unfinished, makes the server
+    close the connection.
+    """
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not watcher.aborted or task is None:
+            raise
+        task.uncancel()
 
 
 async def job_stream(
@@ -63,7 +75,7 @@ async def job_stream(
     try:
         # Subscribe first, read second: whatever changes after the read is already on its
         # way through the hub, and the watcher drops what the snapshot already covered.
-        async with hub.watch([keys.job_channel(tenant, job_id)], watcher):
+        async with hub.watch([keys.job_channel(tenant, job_id)], watcher, "job"):
             record = await store.read(tenant, job_id)
             if record is None:
                 raise problems.not_found(job_id)
@@ -87,6 +99,6 @@ async def job_stream(
             if final:
                 return
             watcher.release()
-            await wait_for_disconnect(receive)
+            await wait_for_disconnect(receive, watcher)
     finally:
         watcher.discard()

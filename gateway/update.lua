@@ -295,7 +295,10 @@ else
   if TERMINAL[s.status] then s.expires_at = iso(now + retention) end
   data = encode(s)
   local output_expires = ''
-  if s.status == 'completed' then output_expires = now + output_ttl end
+  if s.status == 'completed' then
+    -- With the microseconds: a whole-second stamp could expire a short TTL early.
+    output_expires = string.format('%.6f', now + tonumber(clock[2]) / 1e6 + output_ttl)
+  end
   redis.call('HSET', job_key, 'snapshot', data, 'version', s.version, 'seq', seq, 'epoch', epoch,
     'status', s.status, 'status_seq', status_seq, 'output_expires', output_expires)
   if TERMINAL[s.status] then redis.call('EXPIRE', job_key, retention) end

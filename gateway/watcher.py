@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.events import HEARTBEAT, Message
+from gateway.metrics import STATS
 
 # An ASGI send: an async function, so each call returns a coroutine that _step can drive.
 Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
@@ -30,7 +31,7 @@ class Watcher:
     """
 
     __slots__ = ("_busy", "_coro", "_end", "_ended", "_epoch", "_finishing", "_pending", "_send",
-                 "_sent", "close_on_terminal", "closed")
+                 "_sent", "aborted", "close_on_terminal", "closed", "task", "waiting_since")
 
     def __init__(self, send: Send, *, close_on_terminal: bool) -> None:
         self._send = send
@@ -49,6 +50,12 @@ class Watcher:
         self._finishing = False
         self.close_on_terminal = close_on_terminal
         self.closed = False
+        self.aborted = False
+        # The stream's own task, cancelled by abort(): ASGI has no other way to drop a
+        # client that stopped reading.
+        self.task = asyncio.current_task()
+        # When the write in flight started waiting for the client (None: no such write).
+        self.waiting_since: float | None = None
 
     # -- called by the stream's own task ------------------------------------------------
 
@@ -77,6 +84,20 @@ class Watcher:
         """The stream task is done writing: from now on the hub writes, pending first."""
         self._busy = False
         self._pump()
+
+    def abort(self) -> None:
+        """Drop a client whose write waited too long (issue 4: the send timeout).
+
+        Its task ends, the server closes the connection, and the client resumes with
+        Last-Event-ID: nothing is lost, and its memory is released now.
+        """
+        if self.closed:
+            return
+        STATS.slow_disconnects += 1
+        self.aborted = True
+        self.discard()
+        if self.task is not None:
+            self.task.cancel()
 
     def discard(self) -> None:
         """The client left: drop everything and abandon a write in flight."""
@@ -107,8 +128,10 @@ class Watcher:
             return  # already sent: versions a client sees only go up (DESIGN.md section 3)
         if self._busy:
             waiting = self._pending.pop(message.job_id, None)
-            if waiting is not None and waiting.version > message.version:
-                message = waiting
+            if waiting is not None:
+                STATS.conflated += 1
+                if waiting.version > message.version:
+                    message = waiting
             # Re-inserted at the end: pending stays in seq order, so the id a client saw
             # last never skips over a change still waiting to be sent.
             self._pending[message.job_id] = message
@@ -146,6 +169,8 @@ class Watcher:
             frame = message.relabelled("status")
         final = message.terminal and self.close_on_terminal
         self._busy = True
+        STATS.events_sent += 1
+        STATS.bytes_sent += len(frame)
         if final:
             self._finishing = True
         return self._step(
@@ -198,6 +223,8 @@ class Watcher:
             self._pending.clear()
             return False
         self._coro = coro
+        if self.waiting_since is None:
+            self.waiting_since = asyncio.get_running_loop().time()
         if isinstance(waiting, asyncio.Future):
             # What asyncio.Task does with a future it is handed.
             waiting._asyncio_future_blocking = False
@@ -211,4 +238,5 @@ class Watcher:
         if coro is None or self.closed:
             return
         if self._step(coro):
+            self.waiting_since = None
             self._written()
