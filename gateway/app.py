@@ -166,6 +166,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     metrics = Metrics(lambda: {
         "gateway_open_streams": {k: float(v) for k, v in state.hub.open_streams.items()},
         "gateway_pubsub_channels": {"": float(state.hub.channel_count)},
+        "gateway_asyncio_tasks": {"": float(len(asyncio.all_tasks()))},
     })
     state.metrics = metrics
 

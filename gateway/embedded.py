@@ -51,8 +51,13 @@ def free_port() -> int:
 class EmbeddedRedis:
     """Start, stop, kill and restart one private server; the port stays the same."""
 
-    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, binary: str | None = None, persistent: bool = False
+    ) -> None:
         self.binary = binary or server_binary()
+        # Persistent: an append-only file synced on every write, so that a killed and
+        # restarted server comes back with the same data (the fault tests need that).
+        self.persistent = persistent
         self.port = port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="gateway-redis-")
         self._process: subprocess.Popen[bytes] | None = None
@@ -73,7 +78,8 @@ class EmbeddedRedis:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.persistent else "no",
+                "--appendfsync", "always",
                 "--dir", self._dir.name,
                 "--logfile", str(log),
                 "--daemonize", "no",

@@ -26,7 +26,7 @@ from gateway.watcher import Watcher
 
 log = logging.getLogger("gateway.hub")
 
-Resync = Callable[["Hub", list[str]], Awaitable[None]]
+Resync = Callable[["Hub", list[str]], Awaitable[bool]]
 Publish = Callable[[str, bytes], Awaitable[object]]
 
 # A gateway message is a snapshot of a few KiB; anything far larger is not one of ours.
@@ -119,14 +119,25 @@ class Hub:
             self._subscribe([self._probe_channel, *self._channels])
             self.connected.set()
             if self.reconnects and self._resync is not None:
-                with anyio.move_on_after(self._subscribe_timeout * 2):
-                    await self._resync(self, [c.decode() for c in self._channels])
+                await self._resync_until_done(conn)
             await conn.closed
             self._conn = None
             self.connected = anyio.Event()
             self.reconnects += 1
             STATS.redis_reconnects += 1
             log.warning("pub/sub connection to Redis lost; reconnecting")
+
+    async def _resync_until_done(self, conn: PubSubConnection) -> None:
+        """Re-read what the watchers may have missed, retrying while the store is not
+        back yet (its pooled connections died with the server too)."""
+        assert self._resync is not None
+        delay = 0.05
+        while conn is self._conn:
+            with anyio.move_on_after(self._subscribe_timeout * 2):
+                if await self._resync(self, [c.decode() for c in self._channels]):
+                    return
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _timer_loop(self) -> None:
         """One timer for every stream: heartbeats, and the send timeout of slow clients."""
@@ -238,6 +249,12 @@ class Hub:
     # -- messages -----------------------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
+        if isinstance(reply, Exception):
+            # A refused SUBSCRIBE would leave channels silently unsubscribed: start over.
+            log.warning("Redis refused a pub/sub command (%s): reconnecting", reply)
+            if self._conn is not None:
+                self._conn.close()
+            return
         kind = reply[0] if isinstance(reply, list) and reply else None
         if kind == b"message":
             if reply[1] == self._probe_channel:

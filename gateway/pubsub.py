@@ -61,6 +61,9 @@ class PubSubConnection(asyncio.Protocol):
                 await protocol.request("AUTH", *auth)
             # A name makes the hub's connection easy to find in CLIENT LIST.
             await protocol.request("CLIENT", "SETNAME", name)
+            # PING answers -LOADING while a restarted server reads its data back, and a
+            # SUBSCRIBE sent then would be refused: only a PONG means ready.
+            await protocol.request("PING")
         except BaseException:
             protocol.close()
             raise

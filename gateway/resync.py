@@ -22,7 +22,8 @@ def _message(record: Record, seen_seq: int) -> Message:
     return record.message("status" if record.status_seq > seen_seq else "progress")
 
 
-async def resync(hub: Hub, store: Store, channels: list[str]) -> None:
+async def resync(hub: Hub, store: Store, channels: list[str]) -> bool:
+    """True once done; False when Redis did not answer (the hub tries again)."""
     jobs_by_tenant: dict[str, list[str]] = defaultdict(list)
     tenants: list[str] = []
     for name in channels:
@@ -46,7 +47,8 @@ async def resync(hub: Hub, store: Store, channels: list[str]) -> None:
         for tenant in tenants:
             await _resync_tenant(hub, store, tenant)
     except BackendUnavailable:
-        return  # Redis went away again: the next reconnect tries again
+        return False
+    return True
 
 
 async def _resync_tenant(hub: Hub, store: Store, tenant: str) -> None:

@@ -1,0 +1,145 @@
+"""Faults on the Redis side (issue 4): a crash and restart, killed pub/sub connections,
+data loss, and two workers racing. Nothing a client is promised may be lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import anyio
+import pytest
+import redis
+from observe import Observer, assert_consistent, patiently
+
+from gateway.embedded import EmbeddedRedis
+from gateway.exceptions import InvalidTransition
+from gateway.worker import SyncWorker
+
+pytestmark = pytest.mark.anyio
+
+JOBS = ["f1", "f2", "f3"]
+
+
+def observers(url: str) -> list[Observer]:
+    query = "&".join(f"job_id={j}" for j in JOBS)
+    return [
+        *(Observer(url, f"/v1/jobs/{j}", jobs={j}) for j in JOBS),
+        Observer(url, f"/v1/jobs?{query}", jobs=set(JOBS)),
+        Observer(url, "/v1/jobs", jobs=set(JOBS)),
+    ]
+
+
+def run_jobs(worker: SyncWorker, fault: threading.Event, steps: int = 40) -> None:
+    """Versions 1..N of each job, ending completed; ``fault`` is set halfway."""
+    for job_id in JOBS:
+        patiently(lambda j=job_id: worker.create(j))
+        patiently(lambda j=job_id: worker.start(j))
+    for step in range(1, steps + 1):
+        if step == steps // 2:
+            fault.set()
+        for job_id in JOBS:
+            patiently(lambda j=job_id, s=step: worker.progress(j, s * 100 / steps - 1))
+        time.sleep(0.01)
+    for job_id in JOBS:
+        patiently(lambda j=job_id: worker.complete(j, file_url=f"https://files.example/{j}"))
+
+
+async def _scenario(start_gateway, server: EmbeddedRedis, fault) -> list[Observer]:
+    gateway = start_gateway(server.url, GATEWAY_REDIS_TIMEOUT_SECONDS="1",
+                            GATEWAY_SUBSCRIBE_TIMEOUT_SECONDS="1")
+    watching = observers(gateway.url)
+    triggered = threading.Event()
+    with SyncWorker.from_url(server.url) as worker:
+        patiently(lambda: worker.create("warmup"))
+        async with anyio.create_task_group() as tg:
+            for observer in watching:
+                tg.start_soon(observer.run, 40)
+            await anyio.sleep(0.5)  # the observers are connected (the jobs appear later)
+            thread = threading.Thread(target=run_jobs, args=(worker, triggered))
+            thread.start()
+            await anyio.to_thread.run_sync(triggered.wait)
+            await anyio.to_thread.run_sync(fault)
+            await anyio.to_thread.run_sync(thread.join)
+    return watching
+
+
+async def test_redis_killed_and_restarted_mid_stream(start_gateway) -> None:
+    with EmbeddedRedis(persistent=True) as server:
+        def crash() -> None:
+            server.kill()
+            time.sleep(1.0)
+            server.start()
+
+        watching = await _scenario(start_gateway, server, crash)
+        with redis.Redis.from_url(server.url) as r:
+            for observer in watching:
+                assert_consistent(observer, r, sorted(observer.jobs))
+    # The single-job streams mostly stayed open through the outage.
+    assert sum(o.connections for o in watching[:3]) <= 6
+
+
+async def test_pubsub_connections_killed(start_gateway) -> None:
+    with EmbeddedRedis() as server:
+        r = redis.Redis.from_url(server.url)
+
+        def kill_pubsub() -> None:
+            assert r.client_kill_filter(_type="pubsub") >= 1
+
+        watching = await _scenario(start_gateway, server, kill_pubsub)
+        for observer in watching:
+            assert_consistent(observer, r, sorted(observer.jobs))
+            assert observer.connections == 1  # the streams never noticed
+        r.close()
+
+
+async def test_flushall_mid_stream_starts_a_new_epoch(start_gateway) -> None:
+    with EmbeddedRedis() as server:
+        r = redis.Redis.from_url(server.url)
+
+        def lose_everything() -> None:
+            old = r.get("gw:{default}:epoch")
+            r.flushall()
+            # The workers carry on with jobs they believe exist; recreate them as a
+            # supervisor would after data loss.
+            with SyncWorker.from_url(server.url) as worker:
+                for job_id in JOBS:
+                    patiently(lambda j=job_id: worker.create(j))
+                    patiently(lambda j=job_id: worker.start(j))
+            assert r.get("gw:{default}:epoch") != old
+
+        watching = await _scenario(start_gateway, server, lose_everything)
+        for observer in watching:
+            assert_consistent(observer, r, sorted(observer.jobs))
+            epochs = {epoch for seen in observer.seen.values() for epoch, _ in seen}
+            assert len(epochs) == 2  # it saw both worlds, each in order
+        r.close()
+
+
+async def test_two_workers_racing_on_one_job(gateway, redis_url: str, r: redis.Redis) -> None:
+    observer = Observer(gateway.url, "/v1/jobs/race", jobs={"race"})
+    with SyncWorker.from_url(redis_url) as a, SyncWorker.from_url(redis_url) as b:
+        a.create("race")
+        a.start("race")
+        refused = {"a": 0, "b": 0}
+
+        def report(worker: SyncWorker, name: str, offset: float) -> None:
+            for step in range(200):
+                try:
+                    worker.progress("race", min(step / 2 + offset, 99))
+                except InvalidTransition:
+                    refused[name] += 1  # lower than the other's, or after the end
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(observer.run, 30)
+            await anyio.sleep(0.3)
+            threads = [threading.Thread(target=report, args=(a, "a", 0.0)),
+                       threading.Thread(target=report, args=(b, "b", 0.25))]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.05)
+            a.complete("race", file_url="https://files.example/race")
+            for thread in threads:
+                thread.join()
+    assert_consistent(observer, r, ["race"])
+    assert observer.last["race"]["status"] == "completed"  # never undone
+    assert refused["a"] + refused["b"] > 0
