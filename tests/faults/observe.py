@@ -7,6 +7,7 @@ comes, and reconnects with Last-Event-ID the way EventSource does.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -101,7 +102,7 @@ def assert_consistent(observer: Observer, r: redis.Redis, job_ids: list[str]) ->
     for job_id in job_ids:
         seen = observer.seen.get(job_id)
         assert seen, f"{job_id}: nothing observed"
-        for (epoch_a, a), (epoch_b, b) in zip(seen, seen[1:], strict=False):
+        for (epoch_a, a), (epoch_b, b) in itertools.pairwise(seen):
             assert epoch_a != epoch_b or a < b, f"{job_id}: version {b} after {a}: {seen}"
         stored = r.hget(keys.job_key("default", job_id), "snapshot")
         assert stored is not None, f"{job_id}: not in Redis"

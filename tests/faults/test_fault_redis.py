@@ -136,7 +136,7 @@ async def test_two_workers_racing_on_one_job(gateway, redis_url: str, r: redis.R
                        threading.Thread(target=report, args=(b, "b", 0.25))]
             for thread in threads:
                 thread.start()
-            time.sleep(0.05)
+            await anyio.sleep(0.05)
             a.complete("race", file_url="https://files.example/race")
             for thread in threads:
                 thread.join()
