@@ -1,0 +1,164 @@
+"""Faults on the client side (issue 4): a stopped client, connection churn, and a gateway
+stopped under 500 open streams. Nothing a client is promised may be lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import redis
+from observe import Balancer, Observer, assert_consistent
+
+from gateway.worker import SyncWorker
+
+pytestmark = pytest.mark.anyio
+
+HERE = Path(__file__).parent
+
+
+def rss_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) * 1024
+
+
+def metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+@pytest.mark.timeout(120)
+async def test_a_stopped_client_is_dropped_and_recovers(
+    start_gateway, redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    gateway = start_gateway(GATEWAY_SEND_TIMEOUT_SECONDS="2", GATEWAY_HEARTBEAT_SECONDS="1")
+    out = tmp_path / "follower.txt"
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("big")
+        worker.start("big")
+        follower = subprocess.Popen(
+            [sys.executable, str(HERE / "follower.py"), gateway.url, "big", str(out)],
+            cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with anyio.fail_after(20):
+                while not out.exists() or "seen" not in out.read_text():
+                    await anyio.sleep(0.05)
+            follower.send_signal(signal.SIGSTOP)
+            other = Observer(gateway.url, "/v1/jobs/big", jobs={"big"})
+            phase = "p" * 4000  # 10,000 events of ~4 KiB: far more than socket buffers
+            before = rss_bytes(gateway.process.pid)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(other.run, 100)
+
+                def publish() -> None:
+                    for n in range(10_000):
+                        worker.progress("big", n / 101, phase=f"{phase}{n}")
+                    worker.complete("big", file_url="https://files.example/big")
+
+                await anyio.to_thread.run_sync(publish)
+                grown = rss_bytes(gateway.process.pid) - before
+            assert_consistent(other, r, ["big"])  # the other client was not held up
+            with anyio.fail_after(10):  # the send timeout drops the stopped client
+                while metric(gateway.url, "gateway_slow_client_disconnects") < 1:
+                    await anyio.sleep(0.1)
+            assert grown < 30 * 2**20, f"gateway memory grew by {grown / 2**20:.1f} MiB"
+            follower.send_signal(signal.SIGCONT)
+            assert follower.wait(60) == 0
+        finally:
+            follower.kill()
+            follower.wait()
+    lines = out.read_text().splitlines()
+    versions = [json.loads(line[5:])[1] for line in lines if line.startswith("seen ")]
+    assert versions == sorted(set(versions)), "versions must only go up"
+    final = json.loads(next(line[6:] for line in lines if line.startswith("final ")))
+    assert final == json.loads(r.hget("gw:{default}:job:big", "snapshot"))
+    assert final["status"] == "completed"
+    connections = int(next(line.split()[1] for line in lines if line.startswith("connections")))
+    assert connections >= 2  # it was disconnected, and resumed
+
+
+def _cycle(port: int, path: str) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+        data = b""
+        while b"event: snapshot" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+
+
+def _resources(gateway, r: redis.Redis) -> dict[str, float]:
+    return {
+        "redis clients": len(r.client_list()),
+        "pubsub channels": len(r.pubsub_channels()),
+        "tasks": metric(gateway.url, "gateway_asyncio_tasks"),
+        "fds": len(os.listdir(f"/proc/{gateway.process.pid}/fd")),
+    }
+
+
+@pytest.mark.timeout(120)
+def test_a_thousand_connect_disconnect_cycles_leak_nothing(
+    gateway, r: redis.Redis
+) -> None:
+    with SyncWorker.from_url(gateway.env["REDIS_URL"]) as worker:
+        for n in range(10):
+            worker.create(f"c{n}")
+    paths = [f"/v1/jobs/c{n}" for n in range(10)] + ["/v1/jobs?job_id=c1&job_id=c2",
+                                                     "/v1/jobs"]
+    for n in range(24):  # warm up: lazily made objects, pools
+        _cycle(gateway.port, paths[n % len(paths)])
+    time.sleep(0.5)
+    baseline = _resources(gateway, r)
+    for n in range(1000):
+        _cycle(gateway.port, paths[n % len(paths)])
+    deadline = time.monotonic() + 10
+    while (now := _resources(gateway, r)) != baseline and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert now["redis clients"] == baseline["redis clients"], (baseline, now)
+    assert now["pubsub channels"] == baseline["pubsub channels"], (baseline, now)
+    assert now["tasks"] <= baseline["tasks"], (baseline, now)
+    assert now["fds"] <= baseline["fds"], (baseline, now)
+    assert metric(gateway.url, "gateway_open_streams") == 0
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_under_500_streams_and_the_clients_move_to_another_gateway(
+    start_gateway, redis_url: str, r: redis.Redis
+) -> None:
+    first = start_gateway()
+    second = start_gateway()
+    jobs = [f"s{n}" for n in range(50)]
+    with SyncWorker.from_url(redis_url) as worker:
+        for job_id in jobs:
+            worker.create(job_id)
+            worker.start(job_id)
+        async with Balancer([first.port, second.port]) as balancer:
+            watching = [Observer(balancer.url, f"/v1/jobs/{jobs[n % 50]}",
+                                 jobs={jobs[n % 50]}) for n in range(500)]
+            async with anyio.create_task_group() as tg:
+                for observer in watching:
+                    tg.start_soon(observer.run, 90)
+                with anyio.fail_after(30):
+                    while metric(first.url, "gateway_open_streams") < 500:
+                        await anyio.sleep(0.2)
+                started = time.monotonic()
+                code = await anyio.to_thread.run_sync(first.terminate)
+                stopped_in = time.monotonic() - started
+                assert code == 0
+                assert stopped_in < 10  # GATEWAY_SHUTDOWN_GRACE_SECONDS
+                for job_id in jobs:
+                    worker.progress(job_id, 50)
+                    worker.complete(job_id, file_url=f"https://files.example/{job_id}")
+    for observer in watching:
+        assert_consistent(observer, r, sorted(observer.jobs))
+        assert observer.connections == 2  # the first gateway, then the second
