@@ -139,6 +139,12 @@ def _streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Any:
         chained = previous.get(signum)
         if callable(chained):
             chained(signum, frame)
+            # uvicorn records the signal to re-raise it once it has stopped, so that the
+            # process dies of it; a stop that went well should exit 0 (issue 4), so the
+            # record goes. (`gateway serve` does the same by other means.)
+            captured = getattr(getattr(chained, "__self__", None), "_captured_signals", None)
+            if isinstance(captured, list) and signum in captured:
+                captured.remove(signum)
 
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):

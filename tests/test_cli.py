@@ -85,3 +85,41 @@ def test_job_without_redis_url_explains() -> None:
                             env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 2 and "REDIS_URL" in result.stderr
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_plain_uvicorn_stops_streams_and_exits_0(redis_url: str, workers: int | None) -> None:
+    from gateway.embedded import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app",
+               "--port", str(port)]
+    if workers:
+        command += ["--workers", str(workers)]
+    server = subprocess.Popen(command, env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.1)
+        assert _job(redis_url, "create", "plain").returncode == 0
+        with httpx.Client(timeout=10) as client, client.stream(
+            "GET", f"{url}/v1/jobs/plain", headers={"Accept": "text/event-stream"}
+        ) as response:
+            chunks = response.iter_bytes()
+            assert b"event: snapshot" in next(chunks)
+            server.send_signal(15)
+            rest = b"".join(chunks)
+        assert re.search(rb"retry: \d+\n\n$", rest), rest
+        assert server.wait(15) == 0, server.stderr.read().decode()[-2000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
