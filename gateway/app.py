@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,6 +28,7 @@ from gateway.collection import JobsEndpoint
 from gateway.events import retry_frame
 from gateway.exceptions import BackendUnavailable, InvalidUpdate, JobAlreadyExists
 from gateway.hub import Hub
+from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.resource import JobEndpoint
 from gateway.resync import resync
@@ -211,6 +213,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         HTTPException: _http_error,
         Exception: _internal_error,
     }
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
+                    middleware=[Middleware(AccessLog)])
     app.state.gateway = state
     return app

@@ -21,10 +21,12 @@ from gateway.settings import Settings, SettingsError
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway import logs
     from gateway.app import create_app
     from gateway.embedded import EmbeddedRedis
 
     settings = Settings.from_env()
+    logs.configure(settings.log_level)
     settings = dataclasses.replace(
         settings,
         host=args.host or settings.host,
@@ -45,6 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            log_config=None,  # logs.configure did it: JSON lines, our access log
+            access_log=False,
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         )
         # uvicorn re-raises the signal that stopped it once it is done, so that a default

@@ -103,4 +103,5 @@ class JobsEndpoint:
             return
         await jobs_stream(request.receive, send, hub=state.hub, store=state.store, tenant=TENANT,
                           job_ids=job_ids or None, last_event_id=last_event_id(request),
-                          retry_ms=state.settings.retry_ms)
+                          retry_ms=state.settings.retry_ms,
+                          state=request.scope.setdefault("state", {}))

@@ -16,7 +16,7 @@ from gateway import keys
 from gateway.events import EventId, Message, retry_frame
 from gateway.hub import Hub
 from gateway.store import Store
-from gateway.streams import STREAM_HEADERS, wait_for_disconnect
+from gateway.streams import response_start, wait_for_disconnect
 from gateway.watcher import Watcher
 
 MAX_JOB_IDS = 100
@@ -48,6 +48,7 @@ async def jobs_stream(
     job_ids: list[str] | None,
     last_event_id: EventId | None,
     retry_ms: int,
+    state: dict[str, Any],
 ) -> None:
     watcher = Watcher(send, close_on_terminal=False)
     if job_ids:
@@ -85,7 +86,7 @@ async def jobs_stream(
             body = retry_frame(retry_ms)
             if unknown:
                 body += unknown_frame(unknown)
-            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+            await send(response_start(state, 200))
             await send({"type": "http.response.body", "body": body, "more_body": True})
             watcher.open_with(opening)
             watcher.release()

@@ -74,6 +74,8 @@ async def answering_errors(
     try:
         await handler()
     except ApiError as exc:
+        scope.setdefault("state", {})["status"] = exc.status  # for the access log
         await exc.response()(scope, receive, send)
     except BackendUnavailable:
+        scope.setdefault("state", {})["status"] = 503
         await backend_unavailable().response()(scope, receive, send)

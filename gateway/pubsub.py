@@ -9,6 +9,7 @@ Redis answers them in order on the same connection.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -39,7 +40,7 @@ class PubSubConnection(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, url: str, on_reply: Callable[[Reply], None], *, name: str = "gateway-hub"
+        cls, url: str, on_reply: Callable[[Reply], None], *, name: str | None = None
     ) -> PubSubConnection:
         """Connect, authenticate and name the connection. Bound it with a timeout."""
         loop = asyncio.get_running_loop()
@@ -59,8 +60,8 @@ class PubSubConnection(asyncio.Protocol):
             if password:
                 auth = (unquote(username), unquote(password)) if username else (unquote(password),)
                 await protocol.request("AUTH", *auth)
-            # A name makes the hub's connection easy to find in CLIENT LIST.
-            await protocol.request("CLIENT", "SETNAME", name)
+            # A name makes each process's hub connection easy to find in CLIENT LIST.
+            await protocol.request("CLIENT", "SETNAME", name or f"gateway-hub-{os.getpid()}")
             # PING answers -LOADING while a restarted server reads its data back, and a
             # SUBSCRIBE sent then would be refused: only a PONG means ready.
             await protocol.request("PING")

@@ -59,6 +59,7 @@ class JobEndpoint:
                 job_id=job_id,
                 last_event_id=last_event_id(request),
                 retry_ms=state.settings.retry_ms,
+                state=request.scope.setdefault("state", {}),
             )
             return
         record = await state.store.read(TENANT, job_id)

@@ -27,6 +27,16 @@ STREAM_HEADERS = [
 _NO_CONTENT_HEADERS = [(b"cache-control", b"no-cache"), (b"vary", b"Accept")]
 
 
+def response_start(state: dict[str, Any], status: int) -> dict[str, Any]:
+    """The stream's http.response.start; its status is noted for the access log."""
+    state["status"] = status
+    headers = STREAM_HEADERS if status == 200 else _NO_CONTENT_HEADERS
+    request_id = state.get("request_id")
+    if request_id:
+        headers = [*headers, (b"x-request-id", request_id.encode())]
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
 def opening_event(record: Record, last: EventId | None) -> str | None:
     """What a (re)connecting client gets first: an event name, or None when up to date.
 
@@ -70,6 +80,7 @@ async def job_stream(
     job_id: str,
     last_event_id: EventId | None,
     retry_ms: int,
+    state: dict[str, Any],
 ) -> None:
     watcher = Watcher(send, close_on_terminal=True)
     try:
@@ -82,8 +93,7 @@ async def job_stream(
             event = opening_event(record, last_event_id)
             if event is None and record.terminal:
                 # A reconnect at or past the terminal change: 204 stops EventSource.
-                await send({"type": "http.response.start", "status": 204,
-                            "headers": _NO_CONTENT_HEADERS})
+                await send(response_start(state, 204))
                 await send({"type": "http.response.body", "body": b""})
                 return
             opening = record.message(event or "progress")
@@ -94,7 +104,7 @@ async def job_stream(
             if event is not None:
                 body = body[:-1] + opening.frame
             final = opening.terminal
-            await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+            await send(response_start(state, 200))
             await send({"type": "http.response.body", "body": body, "more_body": not final})
             if final:
                 return

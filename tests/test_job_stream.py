@@ -263,8 +263,8 @@ async def test_a_watcher_joining_mid_burst_sees_increasing_versions_to_the_end(
     assert seen[0] < final_version  # it did join mid-burst
 
 
-def _hub_connections(r: redis.Redis) -> list[dict]:
-    return [c for c in r.client_list() if c.get("name") == "gateway-hub"]
+def _hub_connections(r: redis.Redis, pid: int) -> list[dict]:
+    return [c for c in r.client_list() if c.get("name") == f"gateway-hub-{pid}"]
 
 
 async def test_a_hundred_watchers_share_one_pubsub_connection(
@@ -297,7 +297,7 @@ async def test_a_hundred_watchers_share_one_pubsub_connection(
                     for _ in range(watchers):
                         tg.start_soon(watch, client)
                     await all_connected.wait()
-                    hub = _hub_connections(r)
+                    hub = _hub_connections(r, gateway.process.pid)
                     assert len(hub) == 1, hub
                     assert "P" in hub[0]["flags"]  # a pub/sub connection
                     assert r.pubsub_numsub(keys.job_channel("default", "fan")) == [

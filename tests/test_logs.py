@@ -1,0 +1,49 @@
+"""Structured access logs: JSON lines, request ids, secrets redacted (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from gateway.logs import redact_query
+from gateway.worker import SyncWorker
+
+
+def test_redaction_of_query_parameters() -> None:
+    assert redact_query("api_key=s3cret&x=1&token=t&X-Amz-Signature=abc") == (
+        "api_key=REDACTED&x=1&token=REDACTED&X-Amz-Signature=REDACTED")
+
+
+def _access_lines(gateway) -> list[dict]:
+    lines = []
+    for line in gateway.output().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry["logger"] == "gateway.access" and entry["path"] != "/readyz":
+                lines.append(entry)
+    return lines
+
+
+def test_access_log_lines(gateway, redis_url: str) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("lg")
+        worker.cancel("lg")
+    response = httpx.get(f"{gateway.url}/v1/jobs/lg?api_key=hunter2",
+                         headers={"X-Request-ID": "req-42"})
+    assert response.headers["x-request-id"] == "req-42"
+    stream = httpx.get(f"{gateway.url}/v1/jobs/lg", headers={"Accept": "text/event-stream"})
+    generated = stream.headers["x-request-id"]
+    httpx.get(f"{gateway.url}/v1/jobs/none", headers={"Accept": "text/event-stream"})
+    deadline = time.monotonic() + 5
+    while len(lines := _access_lines(gateway)) < 3:
+        assert time.monotonic() < deadline, gateway.output()
+        time.sleep(0.05)
+    first, second, third = lines[:3]
+    assert (first["request_id"], first["status"], first["stream"]) == ("req-42", 200, False)
+    assert first["query"] == "api_key=REDACTED"
+    assert "hunter2" not in gateway.output()
+    assert (second["request_id"], second["status"], second["stream"]) == (generated, 200, True)
+    assert (third["status"], third["stream"]) == (404, True)
+    assert all(isinstance(entry["duration_ms"], float) for entry in lines)
