@@ -170,10 +170,12 @@ class Hub:
             with anyio.move_on_after(self._subscribe_timeout):
                 try:
                     await self._publish(self._probe_channel.decode(), b"probe")
-                except Exception:  # Redis unreachable: the connection loop deals with it
+                    await heard.wait()
                     continue
-                await heard.wait()
-                continue
+                except Exception as exc:
+                    # Redis unreachable: the pub/sub connection may be as dead without
+                    # knowing it (a cut network sends no FIN), so it is restarted too.
+                    log.warning("pub/sub probe could not be published: %s", exc)
             if conn is self._conn:
                 STATS.probe_failures += 1
                 log.warning("pub/sub probe not heard back in %.1fs: reconnecting",

@@ -153,3 +153,51 @@ class Balancer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+class Freezer:
+    """A TCP proxy to one backend whose open connections can be frozen: what the backend
+    sends is swallowed without an error, as on a network that silently drops packets.
+    New connections work."""
+
+    def __init__(self, backend_port: int) -> None:
+        self.backend_port = backend_port
+        self.port = 0
+        self._frozen: set[int] = set()
+        self._open: set[int] = set()
+        self._server: Any = None
+
+    def freeze(self) -> None:
+        self._frozen |= self._open
+
+    async def __aenter__(self) -> Freezer:
+        import asyncio
+
+        async def pipe(reader: Any, writer: Any, key: int | None) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if key is not None and key in self._frozen:
+                        continue
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: Any, writer: Any) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
+            key = id(writer)
+            self._open.add(key)
+            await asyncio.gather(pipe(reader, up_writer, None), pipe(up_reader, writer, key))
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"

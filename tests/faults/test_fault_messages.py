@@ -1,0 +1,97 @@
+"""A silent pub/sub connection, and malformed messages on gateway channels (issue 4)."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+import redis
+from observe import Freezer, Observer, assert_consistent
+
+from gateway import keys
+from gateway.embedded import EmbeddedRedis
+from gateway.worker import SyncWorker
+
+pytestmark = pytest.mark.anyio
+
+
+def metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+async def test_a_silent_pubsub_is_found_by_the_probe(start_gateway) -> None:
+    with EmbeddedRedis() as server:
+        r = redis.Redis.from_url(server.url)
+        async with Freezer(server.port) as freezer:
+            # The gateway reaches Redis through the proxy; the worker directly.
+            # (in a thread: the proxy runs on this event loop)
+            gateway = await anyio.to_thread.run_sync(lambda: start_gateway(
+                freezer.url, GATEWAY_PROBE_SECONDS="0.5", GATEWAY_SUBSCRIBE_TIMEOUT_SECONDS="1",
+                GATEWAY_REDIS_TIMEOUT_SECONDS="1"))
+            observer = Observer(gateway.url, "/v1/jobs/quiet", jobs={"quiet"})
+            with SyncWorker.from_url(server.url) as worker:
+                worker.create("quiet")
+                worker.start("quiet")
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(observer.run, 30)
+                    while not observer.last:
+                        await anyio.sleep(0.05)
+                    freezer.freeze()  # no error, no FIN: messages just stop coming
+                    for percent in (10, 20, 30):
+                        worker.progress("quiet", percent)
+                    worker.complete("quiet", file_url="https://files.example/quiet")
+            assert_consistent(observer, r, ["quiet"])
+            assert observer.connections == 1  # the stream itself never broke
+            failures = await anyio.to_thread.run_sync(
+                metric, gateway.url, "gateway_probe_failures")
+            assert failures >= 1
+        r.close()
+
+
+async def test_malformed_messages_are_dropped_counted_and_logged_once(
+    gateway, redis_url: str, r: redis.Redis
+) -> None:
+    channel = keys.job_channel("default", "bad")
+    observer = Observer(gateway.url, "/v1/jobs/bad", jobs={"bad"})
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("bad")
+        worker.start("bad")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(observer.run, 20)
+            while not observer.last:
+                await anyio.sleep(0.05)
+            garbage = [b"not json at all", b"a b c\n{\"x\": 1}", b"x-1 progress 2 running 0 bad\n",
+                       b"e-1 progress two running 0 bad\n{}", b"{" * (2 << 20)]
+            for payload in garbage:
+                r.publish(channel, payload)
+            worker.progress("bad", 50)
+            worker.complete("bad", file_url="https://files.example/bad")
+    assert_consistent(observer, r, ["bad"])
+    assert metric(gateway.url, "gateway_bad_messages") == len(garbage)
+    warnings = [line for line in gateway.output().splitlines() if "malformed" in line]
+    assert len(warnings) == 1 and channel in warnings[0]
+
+
+async def test_metrics_report_streams_events_and_fanout(
+    gateway, redis_url: str
+) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("met")
+        worker.start("met")
+        observer = Observer(gateway.url, "/v1/jobs/met", jobs={"met"})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(observer.run, 20)
+            while not observer.last:
+                await anyio.sleep(0.05)
+            text = httpx.get(f"{gateway.url}/metrics").text
+            assert 'gateway_open_streams{kind="job"} 1.0' in text
+            assert "gateway_pubsub_channels 1.0" in text
+            worker.progress("met", 50)
+            worker.complete("met", file_url="u")
+    text = httpx.get(f"{gateway.url}/metrics").text
+    assert metric(gateway.url, "gateway_events_sent_total") >= 2
+    assert metric(gateway.url, "gateway_bytes_sent_total") > 500
+    assert metric(gateway.url, "gateway_fanout_latency_seconds_count") >= 2
+    assert 'gateway_open_streams{kind="job"} 0.0' in text
