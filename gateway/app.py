@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import changes, keys, problems
+from gateway.actions import cancel_job, delete_job, download
 from gateway.collection import JobsEndpoint
 from gateway.events import retry_frame
 from gateway.exceptions import BackendUnavailable, InvalidUpdate, JobAlreadyExists
@@ -202,7 +203,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # every other method goes to the collection endpoint (GET, or a 405).
         Route("/v1/jobs", create_job, methods=["POST"]),
         Route("/v1/jobs", JobsEndpoint(state)),
+        Route("/v1/jobs/{job_id:str}", delete_job, methods=["DELETE"]),
         Route("/v1/jobs/{job_id:str}", JobEndpoint(state)),
+        Route("/v1/jobs/{job_id:str}/cancel", cancel_job, methods=["POST"]),
+        Route("/v1/jobs/{job_id:str}/download", download, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import keys, problems
+from gateway.events import HEARTBEAT
 from gateway.negotiation import Representation, last_event_id, requested
 from gateway.state import TENANT, AppState
 from gateway.store import Record
 from gateway.streams import job_stream
+from gateway.watcher import Watcher
 
-# DESIGN.md section 2: the polite polling interval of a job that is not done.
+# DESIGN.md section 2: the polite polling interval of a job that is not done, and the
+# longest a long-poll (Prefer: wait=N) is held.
 POLL_INTERVAL_SECONDS = 2
+MAX_WAIT_SECONDS = 60
 
 
 def _etag_matches(header: str, version: int) -> bool:
@@ -44,7 +50,7 @@ class JobEndpoint:
         await problems.answering_errors(scope, receive, send, lambda: self._get(request, send))
 
     async def _get(self, request: Request, send: Any) -> None:
-        representation = requested(request, "GET, HEAD")
+        representation = requested(request, "GET, HEAD, DELETE")
         job_id = request.path_params["job_id"]
         if not keys.valid_job_id(job_id):
             raise problems.invalid_job_id(job_id)
@@ -62,13 +68,56 @@ class JobEndpoint:
                 state=request.scope.setdefault("state", {}),
             )
             return
-        record = await state.store.read(TENANT, job_id)
+        if_none_match = request.headers.get("if-none-match")
+        wait = _preferred_wait(request.headers.get("prefer")) if if_none_match else None
+        if wait is not None:
+            record = await _long_poll(state, job_id, if_none_match or "", wait)
+        else:
+            record = await state.store.read(TENANT, job_id)
         if record is None:
             raise problems.not_found(job_id)
         headers = _snapshot_headers(record)
-        if_none_match = request.headers.get("if-none-match")
+        if wait is not None:
+            headers["Preference-Applied"] = f"wait={wait}"
         if if_none_match and _etag_matches(if_none_match, record.version):
             response = Response(status_code=304, headers=headers)
         else:
             response = Response(record.body(), media_type="application/json", headers=headers)
         await response(request.scope, request.receive, send)
+
+
+def _preferred_wait(prefer: str | None) -> int | None:
+    """``Prefer: wait=N`` (RFC 7240), capped at MAX_WAIT_SECONDS; None when absent."""
+    for preference in (prefer or "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return min(max(int(value.strip()), 0), MAX_WAIT_SECONDS)
+            except ValueError:
+                return None
+    return None
+
+
+async def _long_poll(state: AppState, job_id: str, if_none_match: str, wait: int) -> Record | None:
+    """The job once its version differs from ``If-None-Match``, or after ``wait`` seconds.
+
+    It waits like a stream (subscribe, then read), with a watcher whose ``send`` only
+    notes that something arrived: no task, nothing held but one event.
+    """
+    changed = asyncio.Event()
+
+    async def note(message: dict[str, Any]) -> None:
+        if message.get("body") != HEARTBEAT:
+            changed.set()
+
+    watcher = Watcher(note, close_on_terminal=True)
+    async with state.hub.watch([keys.job_channel(TENANT, job_id)], watcher, "longpoll"):
+        record = await state.store.read(TENANT, job_id)
+        if record is None or not _etag_matches(if_none_match, record.version) or record.terminal:
+            return record
+        watcher.mark_sent(record.message("progress"))
+        watcher.release()
+        with anyio.move_on_after(wait):
+            await changed.wait()
+        watcher.discard()
+        return await state.store.read(TENANT, job_id)
