@@ -55,7 +55,7 @@ def test_a_deleted_job_ends_its_streams_with_deleted(gateway, worker: SyncWorker
         while "event: snapshot" not in next(lines):
             pass
         assert httpx.delete(f"{gateway.url}/v1/jobs/gone").status_code == 204
-        while (line := next(lines)) != "event: deleted":
+        while next(lines) != "event: deleted":
             pass
         assert '"job_id":"gone"' in next(lines)
 
