@@ -11,7 +11,7 @@ from gateway import keys, problems
 from gateway.events import TERMINAL
 from gateway.multistream import MAX_JOB_IDS, jobs_stream
 from gateway.negotiation import Representation, last_event_id, requested
-from gateway.state import TENANT, AppState
+from gateway.state import TENANT, RawEndpoint
 from gateway.store import Store
 
 STATUSES = frozenset({"queued", "running"}) | TERMINAL
@@ -83,17 +83,10 @@ async def _page(request: Request, store: Store, tenant: str, job_ids: list[str])
                     headers={"Vary": "Accept", "Cache-Control": "no-cache"})
 
 
-class JobsEndpoint:
+class JobsEndpoint(RawEndpoint):
     """``GET /v1/jobs`` (``POST`` is the create route, matched before this one)."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
-        await problems.answering_errors(scope, receive, send, lambda: self._get(request, send))
-
-    async def _get(self, request: Request, send: Any) -> None:
+    async def handle(self, request: Request, send: Any) -> None:
         state = self.state
         representation = requested(request, "GET, HEAD, POST")
         job_ids = _job_ids(request)

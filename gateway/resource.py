@@ -12,7 +12,7 @@ from starlette.responses import Response
 from gateway import keys, problems
 from gateway.events import HEARTBEAT
 from gateway.negotiation import Representation, last_event_id, requested
-from gateway.state import TENANT, AppState
+from gateway.state import TENANT, AppState, RawEndpoint
 from gateway.store import Record
 from gateway.streams import job_stream
 from gateway.watcher import Watcher
@@ -39,17 +39,10 @@ def _snapshot_headers(record: Record) -> dict[str, str]:
     return headers
 
 
-class JobEndpoint:
+class JobEndpoint(RawEndpoint):
     """``/v1/jobs/{id}``: a raw ASGI endpoint, so that its event streams stay lean."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
-        await problems.answering_errors(scope, receive, send, lambda: self._get(request, send))
-
-    async def _get(self, request: Request, send: Any) -> None:
+    async def handle(self, request: Request, send: Any) -> None:
         representation = requested(request, "GET, HEAD, DELETE")
         job_id = request.path_params["job_id"]
         if not keys.valid_job_id(job_id):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from starlette.requests import Request
+
+from gateway import problems
 from gateway.hub import Hub
 from gateway.keys import DEFAULT_TENANT
 from gateway.metrics import Metrics
@@ -20,3 +25,18 @@ class AppState:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+
+class RawEndpoint:
+    """A raw ASGI endpoint (no request/response wrapper, so that streams stay lean) whose
+    ApiErrors and Redis outages become error responses."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        await problems.answering_errors(scope, receive, send, lambda: self.handle(request, send))
+
+    async def handle(self, request: Request, send: Any) -> None:
+        raise NotImplementedError

@@ -109,6 +109,26 @@ def assert_consistent(observer: Observer, r: redis.Redis, job_ids: list[str]) ->
         assert observer.last[job_id] == json.loads(stored), job_id
 
 
+async def _pipe(reader: Any, writer: Any, swallow: Callable[[], bool] = lambda: False) -> None:
+    try:
+        while data := await reader.read(65536):
+            if swallow():
+                continue
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+def metric(url: str, name: str) -> float:
+    """The sum of a metric's samples on the gateway's /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
 class Balancer:
     """A TCP load balancer on loopback: each new connection goes to the first backend that
     accepts it, as a health-checking proxy would send clients to the gateway still up."""
@@ -121,16 +141,6 @@ class Balancer:
     async def __aenter__(self) -> Balancer:
         import asyncio
 
-        async def pipe(reader: Any, writer: Any) -> None:
-            try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                writer.close()
-
         async def handle(reader: Any, writer: Any) -> None:
             for port in self.backends:
                 try:
@@ -141,7 +151,7 @@ class Balancer:
             else:
                 writer.close()
                 return
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
         self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -173,23 +183,12 @@ class Freezer:
     async def __aenter__(self) -> Freezer:
         import asyncio
 
-        async def pipe(reader: Any, writer: Any, key: int | None) -> None:
-            try:
-                while data := await reader.read(65536):
-                    if key is not None and key in self._frozen:
-                        continue
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                writer.close()
-
         async def handle(reader: Any, writer: Any) -> None:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
             key = id(writer)
             self._open.add(key)
-            await asyncio.gather(pipe(reader, up_writer, None), pipe(up_reader, writer, key))
+            await asyncio.gather(_pipe(reader, up_writer),
+                                 _pipe(up_reader, writer, lambda: key in self._frozen))
 
         self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]

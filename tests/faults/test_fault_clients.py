@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 import redis
-from observe import Balancer, Observer, assert_consistent
+from observe import Balancer, Observer, assert_consistent, metric
 
 from gateway.worker import SyncWorker
 
@@ -29,12 +28,6 @@ HERE = Path(__file__).parent
 def rss_bytes(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) * 1024
-
-
-def metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
 
 
 @pytest.mark.timeout(120)

@@ -6,19 +6,13 @@ import anyio
 import httpx
 import pytest
 import redis
-from observe import Freezer, Observer, assert_consistent
+from observe import Freezer, Observer, assert_consistent, metric
 
 from gateway import keys
 from gateway.embedded import EmbeddedRedis
 from gateway.worker import SyncWorker
 
 pytestmark = pytest.mark.anyio
-
-
-def metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
 
 
 async def test_a_silent_pubsub_is_found_by_the_probe(start_gateway) -> None:
