@@ -1,0 +1,110 @@
+"""A real browser's EventSource against the gateway: Debian's chromium, driven by Playwright.
+
+The browser is the client the event stream is for (DESIGN.md section 3): named events,
+`Last-Event-ID` on reconnect, and 204 to stop it for good.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from gateway.worker import SyncWorker
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+RECORDER = """
+(path) => {
+  window.log = [];
+  const source = new EventSource(path);
+  window.source = source;
+  for (const name of ["snapshot", "progress", "status", "deleted", "unknown"]) {
+    source.addEventListener(name, (e) => {
+      const data = JSON.parse(e.data);
+      window.log.push({event: name, id: e.lastEventId, job: data.job_id,
+                       status: data.status, version: data.version});
+    });
+  }
+  source.onerror = () => window.log.push({event: "error", state: source.readyState});
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
+def wait_for(page: Page, condition: str, timeout: float = 15) -> None:
+    page.wait_for_function(condition, timeout=timeout * 1000)
+
+
+def test_event_source_follows_a_job_and_stops_at_the_end(
+    start_gateway, redis_url: str, page: Page
+) -> None:
+    gateway = start_gateway(GATEWAY_RETRY_MS="300")
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("web")
+        page.goto(f"{gateway.url}/healthz")  # same origin as the stream
+        page.evaluate(RECORDER, "/v1/jobs/web")
+        wait_for(page, "window.log.some(e => e.event === 'snapshot')")
+        worker.start("web", phase="Rendering")
+        worker.progress("web", 50)
+        worker.complete("web", file_url="https://files.example/web.pdf")
+        # The stream ends after the terminal event; EventSource reconnects with its last
+        # id, gets 204, and closes for good (readyState 2).
+        wait_for(page, "window.source.readyState === 2")
+        time.sleep(1.0)  # it must not come back
+        log = page.evaluate("window.log")
+    events = [e for e in log if e["event"] != "error"]
+    assert [(e["event"], e["version"]) for e in events] == [
+        ("snapshot", 1), ("status", 2), ("progress", 3), ("status", 4)]
+    assert events[-1]["status"] == "completed"
+    assert all(e["id"] for e in events)
+    assert [e["state"] for e in log if e["event"] == "error"][-1] == 2
+    access = gateway.output()
+    assert access.count('"path": "/v1/jobs/web"') == 2  # the stream, then the 204
+    assert '"status": 204' in access
+
+
+def test_event_source_on_many_jobs_resumes_after_a_gateway_restart(
+    start_gateway, redis_url: str, page: Page
+) -> None:
+    first = start_gateway(GATEWAY_RETRY_MS="300")
+    with SyncWorker.from_url(redis_url) as worker:
+        for job_id in ("b1", "b2"):
+            worker.create(job_id)
+        page.goto(f"{first.url}/healthz")
+        page.evaluate(RECORDER, "/v1/jobs?job_id=b1&job_id=b2&job_id=b3")
+        wait_for(page, "window.log.filter(e => e.event === 'snapshot').length === 2")
+        assert first.terminate() == 0
+        worker.start("b1")  # while no gateway runs
+        worker.cancel("b2")
+        start_gateway(port=first.port, GATEWAY_RETRY_MS="300")
+        wait_for(page, "window.log.filter(e => e.job === 'b2' && e.status === 'canceled')"
+                       ".length === 1")
+        worker.complete("b1", file_url="u")
+        wait_for(page, "window.log.some(e => e.job === 'b1' && e.status === 'completed')")
+        log = page.evaluate("window.log")
+    events = [e for e in log if e["event"] != "error"]
+    assert events[0]["event"] == "unknown"  # b3, reported once
+    seen = {}
+    for event in events[1:]:
+        assert event["version"] > seen.get(event["job"], 0)  # only ever up
+        seen[event["job"]] = event["version"]
+    assert seen == {"b1": 3, "b2": 2}
+    resumed = [e for e in events if e["event"] == "snapshot"][2:]
+    assert {e["job"] for e in resumed} == {"b1", "b2"}  # exactly the jobs that changed
