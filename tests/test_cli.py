@@ -123,3 +123,14 @@ def test_plain_uvicorn_stops_streams_and_exits_0(redis_url: str, workers: int | 
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_the_embedded_server_dies_with_a_killed_gateway(embedded_gateway) -> None:
+    port = int(re.search(r"REDIS_URL=redis://127\.0\.0\.1:(\d+)/0", embedded_gateway.output())[1])
+    assert _port_open(port)
+    embedded_gateway.process.kill()  # SIGKILL: no cleanup code runs
+    embedded_gateway.process.wait(10)
+    deadline = time.monotonic() + 10
+    while _port_open(port):
+        assert time.monotonic() < deadline, "the embedded server outlived a killed gateway"
+        time.sleep(0.05)
