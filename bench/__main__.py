@@ -1,0 +1,308 @@
+"""``python -m bench``: start the contenders on loopback, run the scenarios, write results.
+
+    python -m bench                       # the full run (about 12 minutes on 2 cores)
+    python -m bench --quick               # small counts, under 2 minutes: a smoke test
+    python -m bench --scenarios fanout,latency --contenders gateway,nchan
+
+A full run writes bench/RESULTS.md and bench/results.json (a run of some scenarios
+updates just those in them); a quick run writes bench/quick/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench import report, whatif
+from bench.contenders import Contender, Gateway, Naive, Nchan, ensure_tools, fd_limit, nginx_binary
+from bench.measure import median, py_spy
+from bench.plan import Bench, Plan
+from bench.scenarios import SCENARIOS, memory_probe
+
+HERE = Path(__file__).parent
+ORDER = ("nchan", "naive", "gateway")  # the gateway last: its profile round can follow
+_CLIENT_RESERVE = 200
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench", description="Benchmarks of issue 5.")
+    parser.add_argument("--quick", action="store_true", help="small counts, under 2 minutes")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--contenders", default=",".join(ORDER),
+                        help="comma-separated subset of gateway,naive,nchan")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; quick 1)")
+    parser.add_argument("--profile", choices=("unmet", "all", "none"),
+                        help="py-spy round of the gateway for scenarios whose goal is unmet "
+                             "(default for a full run), for every scenario, or none "
+                             "(default for a quick run)")
+    parser.add_argument("--out", type=Path, help="where RESULTS.md and results.json go")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: write RESULTS.md again from results.json")
+    args = parser.parse_args(argv)
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    args.contenders = [c for c in args.contenders.split(",") if c]
+    unknown = set(args.scenarios) - set(SCENARIOS) | set(args.contenders) - set(ORDER)
+    if unknown:
+        parser.error(f"unknown: {', '.join(sorted(unknown))}")
+    return args
+
+
+def _factory(column: str, plan: Plan, workdir: Path, scenario: str) -> Callable[[], Contender]:
+    beat = plan.heartbeat_seconds if scenario == "heartbeat" else None
+    if column == "gateway":
+        return lambda: Gateway(workdir, heartbeat=beat)
+    if column == "naive":
+        return lambda: Naive(workdir, heartbeat=beat)
+    return lambda: Nchan(workdir, heartbeat=beat)
+
+
+async def _measure(bench: Bench, scenario: str, make: Callable[[], Contender], rounds: int,
+                   name: str, results: dict[str, Any]) -> None:
+    started = time.monotonic()
+    print(f"bench: {scenario} / {name} ...", file=sys.stderr, flush=True)
+    bound = 120.0 if bench.plan.quick else 360.0
+    try:
+        results[name] = await asyncio.wait_for(SCENARIOS[scenario](bench, make, rounds), bound)
+    except Exception as exc:  # one contender failing must not lose the others' results
+        traceback.print_exc()
+        bench.note(f"{scenario} / {name} failed: {type(exc).__name__}: {exc}".splitlines()[0])
+        return
+    print(f"bench: {scenario} / {name} done in {time.monotonic() - started:.0f}s: "
+          f"{json.dumps(results[name], default=_round)}", file=sys.stderr, flush=True)
+
+
+def _round(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else str(value)
+
+
+def _machine(wrk: str | None) -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "not installed"
+        return (done.stdout or done.stderr).strip().splitlines()[0] if (
+            done.stdout or done.stderr).strip() else "?"
+
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    from gateway.embedded import server_binary
+
+    return {
+        "machine": f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}",
+        "python": f"{platform.python_version()} (uvloop + httptools under uvicorn)",
+        "redis": first_line([server_binary(), "--version"]),
+        "nginx": first_line([nginx_binary() or "nginx", "-v"]),
+        "nchan": first_line(["dpkg-query", "-W", "libnginx-mod-nchan"]),
+        "load": first_line([wrk, "-v"]) if wrk else "wrk missing: bench.loadgen.http_load",
+        "descriptors": f"hard limit {fd_limit():,} per process (bench and servers raise "
+                       "their soft limit to it)",
+    }
+
+
+async def _run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    limit = fd_limit()
+    plan = Plan.quick_plan() if args.quick else Plan()
+    if args.rounds:
+        plan = dataclasses.replace(plan, rounds=args.rounds)
+    profile_mode = args.profile or ("none" if args.quick else "unmet")
+    out = args.out or (HERE / "quick" if args.quick else HERE)
+    out.mkdir(parents=True, exist_ok=True)
+
+    reasons = ensure_tools("nchan" in args.contenders, "json" in args.scenarios)
+    notes: list[str] = []
+    contenders = list(args.contenders)
+    if "nchan" in reasons and "nchan" in contenders:
+        contenders.remove("nchan")
+        notes.append(f"nchan skipped: {reasons['nchan']}")
+        print(f"bench: nchan skipped: {reasons['nchan']}", file=sys.stderr)
+    if "wrk" in reasons:
+        notes.append(f"json: {reasons['wrk']}; the bench's own keep-alive loop measured it")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    bench = Bench(plan, workdir, pool, client_streams=limit - _CLIENT_RESERVE,
+                  wrk=shutil.which("wrk"), notes=notes)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for scenario in args.scenarios:
+            results[scenario] = {}
+            for column in (c for c in ORDER if c in contenders):
+                make = _factory(column, plan, workdir, scenario)
+                await _measure(bench, scenario, make, plan.rounds, column, results[scenario])
+                if scenario == "throughput" and column == "gateway":
+                    await _measure(bench, scenario, lambda: Gateway(workdir, processes=2),
+                                   plan.rounds, "gateway x2", results[scenario])
+        rows = report.summary(results)
+        if profile_mode != "none" and "gateway" in contenders and py_spy():
+            await _profile(bench, rows, results, profile_mode, out)
+    finally:
+        pool.shutdown(cancel_futures=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+    _write(args, plan, out, results, bench, time.monotonic() - started)
+    return 0
+
+
+async def _profile(bench: Bench, rows: list[dict[str, Any]], results: dict[str, Any],
+                   mode: str, out: Path) -> None:
+    """One more round of the gateway under py-spy per scenario, and the what-ifs (none of
+    them in the medians)."""
+    wanted = {r["scenario"] for r in rows if mode == "all" or r["met"] is False}
+    if any(r["metric"].startswith("mem_kib") and (mode == "all" or r["met"] is False)
+           for r in rows):
+        print("bench: memory probe of the gateway (tracemalloc) ...", file=sys.stderr)
+        try:
+            probe = await asyncio.wait_for(memory_probe(bench, 5000 if not bench.plan.quick
+                                                        else 1000), 300)
+            bench.extra_profiles["idle-memory"] = report.memory_text(probe)
+        except Exception as exc:
+            traceback.print_exc()
+            bench.note(f"memory probe failed: {type(exc).__name__}: {exc}".splitlines()[0])
+    bench.profile_dir, bench.extra_round = out / "profiles", True
+    try:
+        for scenario in (s for s in SCENARIOS if s in wanted):
+            sink: dict[str, Any] = {}
+            await _measure(bench, scenario, _factory("gateway", bench.plan, bench.workdir,
+                                                     scenario), 1, "gateway (profiled)", sink)
+    finally:
+        bench.profile_dir, bench.extra_round = None, False
+    await whatif.run(bench, wanted)
+
+
+def _write(args: argparse.Namespace, plan: Plan, out: Path, results: dict[str, Any],
+           bench: Bench, elapsed: float) -> None:
+    path = out / "results.json"
+    previous: dict[str, Any] = {}
+    if path.exists() and set(args.scenarios) != set(SCENARIOS):
+        try:  # a partial run updates its scenarios and keeps the others
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = {}
+    finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    # Per contender: a run of some contenders keeps the others' numbers of that scenario.
+    merged = dict(previous.get("scenarios", {}))
+    for scenario, per_contender in results.items():
+        merged[scenario] = {**merged.get(scenario, {}), **per_contender}
+    measured_at = {**previous.get("measured_at", {}), **{s: finished for s in results}}
+    profiles = {**previous.get("profiles", {}), **{
+        name: {"path": _relative(p.path), "text": report.profile_text(name, p, _relative(p.path))}
+        for name, p in bench.profiles.items()},
+        **{name: {"path": None, "text": text} for name, text in bench.extra_profiles.items()}}
+    rows = report.summary(merged)
+    notes = list(dict.fromkeys([*previous.get("notes_kept", []), *bench.notes,
+                                *_scale_notes(plan)]))
+    unmet = _unmet(rows, merged, profiles)
+    meta = {"command": "scripts/bench" + (" --quick" if plan.quick else ""),
+            "finished": finished, "mode": "quick" if plan.quick else "full",
+            "elapsed_s": elapsed, "machine": _machine(bench.wrk), "plan": dataclasses.asdict(plan),
+            "measured_at": measured_at, "ran": list(results)}
+    document = {"meta": meta, "measured_at": measured_at, "summary": rows, "scenarios": merged,
+                "profiles": profiles, "notes_kept": notes}
+    path.write_text(json.dumps(document, indent=1, default=_round) + "\n")
+    (out / "RESULTS.md").write_text(report.render(meta, rows, notes, unmet))
+    print(f"bench: wrote {out / 'RESULTS.md'} and {path} ({elapsed:.0f}s)", file=sys.stderr)
+    print(report.table(rows))
+
+
+def _relative(path: Path) -> str:
+    root = HERE.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _scale_notes(plan: Plan) -> list[str]:
+    limit = fd_limit()
+    notes = []
+    if plan.quick:
+        notes.append("QUICK run: small counts, one round, a 2 s heartbeat; a smoke test, "
+                     "not results to compare with the goals.")
+    if plan.idle_to_fd_limit:
+        notes.append(f"idle 'fd limit' = {limit - 200:,} streams for the gateway and nchan "
+                     f"(the hard descriptor limit {limit:,} less 200 for everything else), "
+                     f"{(limit - 200) // 2:,} for the naive app, which needs a second "
+                     "descriptor per stream for its own Redis connection.")
+    return notes
+
+
+def _unmet(rows: list[dict[str, Any]], results: dict[str, Any],
+           profiles: dict[str, Any]) -> list[str]:
+    """For each scenario with an unmet goal: the CPU split measured, and the profiles."""
+    lines: list[str] = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows if r["met"] is False):
+        lines += [f"### {scenario}", "", "Missed:", ""]
+        for r in rows:
+            if r["scenario"] == scenario and r["met"] is False:
+                versus = f"; is {r['compared']:.2f}x" if "x" in r["goal"] else ""
+                lines.append(f"- {r['label']}: {report.fmt(r['gateway'])} {r['unit']} "
+                             f"(goal {r['goal']}{versus})")
+        lines.append("")
+        context, bound_by_client = [], []
+        for column, per_round in results.get(scenario, {}).items():
+            extra = {k: median([m[k] for m in per_round if k in m])
+                     for k in (per_round[0] if per_round else {})
+                     if k.startswith(("client_cpu", "server_cpu", "redis_cpu", "publish_per_s",
+                                      "server_us_per_stream", "missing"))}
+            if extra:
+                context.append(f"{column}: " + ", ".join(f"{k} {report.fmt(v)}"
+                                                         for k, v in extra.items()))
+            if column != "gateway" and any(v >= 90 for k, v in extra.items()
+                                           if k.startswith("client_cpu")):
+                bound_by_client.append(column)
+        if context:
+            lines += ["Measured beside it (`*_cpu` in % of one core; client = the bench's own "
+                      "process, the load generator):", ""] + [f"- {c}" for c in context] + [""]
+        for column in bound_by_client:
+            lines += [f"{column}'s numbers here are bounded by the load generator (at 90 % "
+                      f"of a core or more), not by {column}: the true ratio is further off.", ""]
+        for name, profile in profiles.items():
+            if name == scenario or name.startswith(scenario + "-"):
+                lines += [profile["text"], ""]
+    return lines
+
+
+def _render(out: Path) -> int:
+    """RESULTS.md again from results.json (after a change of the report's format)."""
+    path = out / "results.json"
+    document = json.loads(path.read_text())
+    meta, scenarios = document["meta"], document["scenarios"]
+    meta.setdefault("ran", list(scenarios))
+    meta.setdefault("measured_at", document.get("measured_at", {}))
+    rows = report.summary(scenarios)
+    document["summary"] = rows
+    path.write_text(json.dumps(document, indent=1, default=_round) + "\n")
+    unmet = _unmet(rows, scenarios, document.get("profiles", {}))
+    (out / "RESULTS.md").write_text(report.render(meta, rows, document.get("notes_kept", []),
+                                                  unmet))
+    print(report.table(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    if args.render:
+        return _render(args.out or (HERE / "quick" if args.quick else HERE))
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_run(args))
+    return uvloop.run(_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

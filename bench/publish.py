@@ -1,0 +1,234 @@
+"""The publishing side: job updates as workers make them, in a process of its own.
+
+The bench runs these functions in one spawned helper process (a ProcessPoolExecutor of
+one), so that publishing never competes with the load generator's event loop for the
+GIL, and a blocking worker call cannot delay the client.
+
+For the gateway and the naive app an update is a worker call (the Lua script through
+EVALSHA, ``gateway.worker.SyncWorker``); for nchan it is an HTTP POST of the same
+snapshot JSON to its publisher location. Every update ``k`` sets the job's phase to
+``"b<k>"``, which the client reads back to match receipts to updates. Each function
+returns the publisher's own clock (``time.time_ns()``) taken just before each call.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import redis
+
+from gateway import SyncWorker, changes
+from gateway.exceptions import JobAlreadyExists
+from gateway.keys import DEFAULT_TENANT
+
+_PIPELINE = 200  # updates per pipelined batch (burst and setup)
+_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:[ \t]*([0-9]+)")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "redis": a worker call into the gateway's Redis; "nchan": HTTP POST
+    address: str  # a redis:// URL, or the port of nchan's nginx
+
+
+_workers: dict[str, SyncWorker] = {}
+_posts: dict[str, http.client.HTTPConnection] = {}
+
+
+def _worker(url: str) -> SyncWorker:
+    if url not in _workers:
+        _workers[url] = SyncWorker.from_url(url)
+    return _workers[url]
+
+
+def _post(port: str) -> http.client.HTTPConnection:
+    if port not in _posts:
+        _posts[port] = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+    return _posts[port]
+
+
+def snapshot(job_id: str, k: int) -> bytes:
+    """What nchan is given to publish: a job snapshot shaped and sized like the gateway's."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return json.dumps({
+        "job_id": job_id, "status": "running", "progress": {"percent": 0.0, "phase": f"b{k}"},
+        "conversion": {}, "output": None, "metrics": {}, "error": None,
+        "cancel_requested": False, "created_at": now, "updated_at": now, "expires_at": None,
+        "version": k + 2,
+    }, separators=(",", ":")).encode()
+
+
+def _post_request(port: str, job_id: str, k: int) -> bytes:
+    body = snapshot(job_id, k)
+    return (b"POST /pub/%s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (job_id.encode(), port.encode(), len(body), body))
+
+
+def forget() -> None:
+    """Drop cached connections (their servers are gone)."""
+    for worker in _workers.values():
+        worker.close()
+    for conn in _posts.values():
+        conn.close()
+    _workers.clear()
+    _posts.clear()
+
+
+# -- setup ----------------------------------------------------------------------------
+
+
+def setup(target: Target, job_ids: list[str], *, running: bool) -> None:
+    """Make the jobs exist: created (and started) in Redis, or a first message in nchan."""
+    if target.kind == "nchan":
+        _pipelined_posts(target.address, (_post_request(target.address, j, 0) for j in job_ids))
+        return
+    client = _worker(target.address).client
+    sha = client.script_load(changes.SCRIPT)
+    ops: list[tuple[str, dict[str, object]]] = [("create", {"conversion": {}})]
+    if running:
+        ops.append(("start", {"phase": "b0"}))
+    for op, payload in ops:
+        for start in range(0, len(job_ids), _PIPELINE):
+            pipe = client.pipeline(transaction=False)
+            for job_id in job_ids[start:start + _PIPELINE]:
+                _evalsha(pipe, sha, op, job_id, payload)
+            for reply in pipe.execute(raise_on_error=False):
+                if isinstance(reply, Exception) or reply[0] != 1:
+                    if op == "create" and not isinstance(reply, Exception) \
+                            and reply[1] == b"already_exists":
+                        continue
+                    raise RuntimeError(f"setup {op} refused: {reply!r}")
+
+
+def _evalsha(pipe: redis.client.Pipeline, sha: str, op: str, job_id: str,
+             payload: dict[str, object]) -> None:
+    # Exactly the call SyncWorker makes, pipelined: the protocol any worker may use.
+    call = changes.call(op, job_id, payload, tenant=DEFAULT_TENANT,
+                        retention_seconds=86400, output_ttl_seconds=3600)
+    pipe.evalsha(sha, len(call.keys), *call.keys, *call.args)
+
+
+# -- single updates -------------------------------------------------------------------
+
+
+def update(target: Target, job_id: str, k: int) -> int:
+    """One update; returns the time just before the call (ns, CLOCK_REALTIME)."""
+    if target.kind == "nchan":
+        conn = _post(target.address)
+        body = snapshot(job_id, k)
+        t0 = time.time_ns()
+        conn.request("POST", f"/pub/{job_id}", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"nchan publish answered {response.status}")
+        return t0
+    worker = _worker(target.address)
+    t0 = time.time_ns()
+    worker.progress(job_id, phase=f"b{k}")
+    return t0
+
+
+def paced(target: Target, job_id: str, first: int, count: int, rate: float) -> list[int]:
+    """``count`` updates at ``rate`` per second (no catch-up burst after a late one)."""
+    stamps: list[int] = []
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    for k in range(first, first + count):
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        stamps.append(update(target, job_id, k))
+        next_at = max(next_at + interval, time.monotonic() - interval)
+    return stamps
+
+
+# -- bursts ---------------------------------------------------------------------------
+
+
+def burst(target: Target, job_ids: list[str], per_job: int, first: int) -> tuple[int, int, int]:
+    """``per_job`` updates of every job, round robin, as fast as the target takes them.
+
+    Returns (start ns, end ns, updates accepted). Round robin: consecutive updates touch
+    different jobs, so no server may fold one job's updates together.
+    """
+    if target.kind == "nchan":
+        port = target.address
+        requests = (_post_request(port, j, k)
+                    for k in range(first, first + per_job) for j in job_ids)
+        t0 = time.time_ns()
+        done = _pipelined_posts(port, requests)
+        return t0, time.time_ns(), done
+    client = _worker(target.address).client
+    sha = client.script_load(changes.SCRIPT)
+    updates = [(j, k) for k in range(first, first + per_job) for j in job_ids]
+    done = 0
+    t0 = time.time_ns()
+    for start in range(0, len(updates), _PIPELINE):
+        pipe = client.pipeline(transaction=False)
+        for job_id, k in updates[start:start + _PIPELINE]:
+            _evalsha(pipe, sha, "progress", job_id, {"phase": f"b{k}"})
+        done += sum(1 for r in pipe.execute(raise_on_error=False)
+                    if not isinstance(r, Exception) and r[0] == 1)
+    return t0, time.time_ns(), done
+
+
+def _pipelined_posts(port: str, requests: Iterable[bytes], window: int = _PIPELINE) -> int:
+    """Send POSTs on one keep-alive connection, ``window`` at a time; count 2xx answers."""
+    ok = 0
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as sock:
+        pending = b""
+        for batch in _batches(requests, window):
+            sock.sendall(b"".join(batch))
+            statuses, pending = _read_responses(sock, len(batch), pending)
+            ok += sum(1 for s in statuses if 200 <= s < 300)
+    return ok
+
+
+def _batches(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read_responses(sock: socket.socket, count: int, buf: bytes) -> tuple[list[int], bytes]:
+    statuses: list[int] = []
+    pos = 0  # an offset, not slicing: a window of responses is read in one pass
+    while len(statuses) < count:
+        end = buf.find(b"\r\n\r\n", pos)
+        if end >= 0:
+            found = _CONTENT_LENGTH.search(buf, pos, end)
+            length = int(found[1]) if found else 0
+            if len(buf) >= end + 4 + length:
+                statuses.append(int(buf[pos + 9:pos + 12]))
+                pos = end + 4 + length
+                continue
+        chunk = sock.recv(262144)
+        if not chunk:
+            raise ConnectionError("nchan closed the publisher connection")
+        buf = buf[pos:] + chunk
+        pos = 0
+    return statuses, buf[pos:]
+
+
+def create_job(url: str, job_id: str) -> None:
+    """One job for the JSON scenario, moved a little so that its version is 3."""
+    worker = _worker(url)
+    try:
+        worker.create(job_id, conversion={"source_format": "docx", "target_format": "pdf",
+                                          "original_filename": "report.docx"})
+    except JobAlreadyExists:
+        return
+    worker.start(job_id, phase="b0")
+    worker.progress(job_id, 10, phase="b1")

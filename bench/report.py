@@ -1,0 +1,255 @@
+"""Results: medians per contender, the goals of issue 5, RESULTS.md and results.json."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bench.measure import Profile, median
+
+COLUMNS = ("gateway", "naive", "nchan")
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    op: str  # "<=" or ">="
+    bound: float
+    peer: str | None = None  # None: an absolute bound on the gateway's value
+
+    def check(self, value: float, peers: dict[str, float]) -> tuple[float | None, bool | None]:
+        """(the compared number, met?) or None where it cannot be judged."""
+        if self.peer is not None:
+            base = peers.get(self.peer, math.nan)
+            if not (base == base and value == value) or base == 0:
+                return None, None
+            value = value / base
+        if value != value:
+            return None, None
+        return value, value <= self.bound if self.op == "<=" else value >= self.bound
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    metric: str  # key in a round's metrics; "name@label" keys give one row per label
+    label: str
+    unit: str
+    goal: Goal | None = None
+
+
+ROWS = [
+    Row("idle", "mem_kib", "memory per idle stream (server RSS delta / streams)", "KiB",
+        Goal("≤ 1.2x nchan", "<=", 1.2, "nchan")),
+    Row("idle", "redis_kib", "Redis memory per idle stream", "KiB"),
+    Row("idle", "rate", "new streams accepted/s", "/s", Goal("≥ 0.6x nchan", ">=", 0.6, "nchan")),
+    Row("idle", "accept_rate", "new streams accepted/s, whole ramp", "/s",
+        Goal("≥ 0.6x nchan", ">=", 0.6, "nchan")),
+    Row("idle", "flatness", "accept rate, last segment / first (flat = 1)", "x",
+        Goal("≥ 0.8 (flat)", ">=", 0.8)),
+    Row("idle", "held", "streams held", ""),
+    Row("fanout", "last_p50_ms", "publish → last receipt p50", "ms",
+        Goal("≤ 1.3x nchan", "<=", 1.3, "nchan")),
+    Row("fanout", "last_p99_ms", "publish → last receipt p99", "ms"),
+    Row("fanout", "first_p50_ms", "publish → first receipt p50", "ms"),
+    Row("throughput", "events_per_s", "delivered events/s", "/s"),
+    Row("throughput", "cpu_us_per_event", "server CPU per delivered event", "µs",
+        Goal("≤ 1.0x nchan", "<=", 1.0, "nchan")),
+    Row("throughput", "redis_cpu_us_per_event", "Redis CPU per delivered event", "µs"),
+    Row("latency", "p50_ms", "update → client receipt p50", "ms", Goal("≤ 1 ms", "<=", 1.0)),
+    Row("latency", "p99_ms", "update → client receipt p99", "ms", Goal("≤ 5 ms", "<=", 5.0)),
+    Row("heartbeat", "cpu_pct", "server CPU holding idle streams (% of a core)", "%",
+        Goal("≤ 2 %", "<=", 2.0)),
+    Row("heartbeat", "streams", "idle streams held", ""),
+    Row("json", "cold_rps", "snapshot GET req/s", "/s", Goal("≥ 3x naive", ">=", 3.0, "naive")),
+    Row("json", "etag_rps", "snapshot GET with If-None-Match (304) req/s", "/s",
+        Goal("≥ 3x naive", ">=", 3.0, "naive")),
+]
+
+def fmt(value: float | None) -> str:
+    if value is None or value != value:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _labels(rounds: dict[str, list[dict[str, float]]], metric: str) -> list[str]:
+    """The labels of ``metric@label`` keys in the order they were measured."""
+    seen: list[str] = []
+    for per_round in rounds.values():
+        for m in per_round:
+            for key in m:
+                name, _, label = key.partition("@")
+                if name == metric and label and label not in seen:
+                    seen.append(label)
+    return seen
+
+
+def _count(label: str) -> str:
+    return "fd limit" if label == "max" else f"{int(label):,}"
+
+
+def summary(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[dict[str, Any]]:
+    """One row per scenario metric: the median per contender, the ratio, the goal."""
+    out: list[dict[str, Any]] = []
+    for row in ROWS:
+        rounds = results.get(row.scenario)
+        if not rounds:
+            continue
+        labels = _labels(rounds, row.metric) or [""]
+        for i, label in enumerate(labels):
+            key = f"{row.metric}@{label}" if label else row.metric
+            text = row.label
+            if label and row.metric == "rate":
+                prev = _count(labels[i - 1]) if i else "0"
+                text += f", streams {prev}-{_count(label)}"
+            elif label == "max":
+                text += ", at the fd limit"
+            elif label:
+                text += f", at {_count(label)} streams"
+            variants = [("gateway", "")]
+            if "gateway x2" in rounds:
+                variants.append(("gateway x2", " (2 gateway processes)"))
+            for gateway_name, suffix in variants:
+                values = {col: median([m[key] for m in rounds.get(col, []) if key in m])
+                          for col in COLUMNS}
+                values["gateway"] = median([m[key] for m in rounds.get(gateway_name, [])
+                                            if key in m])
+                if all(v != v for v in values.values()):
+                    continue
+                nchan = values["nchan"]
+                ratio = values["gateway"] / nchan if nchan == nchan and nchan else math.nan
+                compared, met = (row.goal.check(values["gateway"], values)
+                                 if row.goal else (None, None))
+                out.append({"scenario": row.scenario, "metric": key, "label": text + suffix,
+                            "unit": row.unit, **values, "gateway_over_nchan": ratio,
+                            "goal": row.goal.text if row.goal else "",
+                            "compared": compared, "met": met,
+                            "rounds": {c: len(rounds.get(c, [])) for c in rounds}})
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| scenario | metric | gateway | naive | nchan | gateway/nchan | goal | met? |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        unit = f" ({r['unit']})" if r["unit"] else ""
+        goal = r["goal"]
+        if goal and r["compared"] is not None and "x" in goal and "nchan" not in goal:
+            goal += f" (is {r['compared']:.2f}x)"
+        met = {True: "yes", False: "**no**", None: "-" if not goal else "n/a"}[r["met"]]
+        ratio = r["gateway_over_nchan"]
+        lines.append(f"| {r['scenario']} | {r['label']}{unit} | {fmt(r['gateway'])} | "
+                     f"{fmt(r['naive'])} | {fmt(r['nchan'])} | "
+                     f"{'-' if ratio != ratio else f'{ratio:.2f}x'} | {goal} | {met} |")
+    return "\n".join(lines)
+
+
+def profile_text(name: str, profile: Profile, path: str) -> str:
+    if not profile.samples:
+        return f"- `{name}`: py-spy recorded no samples ({path})."
+    lines = [f"Profile of the gateway during `{name}` (py-spy --native, {profile.rate} Hz, "
+             f"{profile.seconds:.0f} s, {profile.samples:,} samples, on a CPU "
+             f"{profile.busy:.0%} of the time; raw stacks: `{path}`).", "",
+             "Own time (the frame itself), and for C frames the Python function that ran "
+             "them:", ""]
+    for frame, share in profile.self_time[:8]:
+        lines.append(f"    {share:6.1%}  {frame}")
+        for caller, part in profile.callers.get(frame, []):
+            lines.append(f"              {part:6.1%}  from {caller}")
+    lines += ["", "Inclusive time of Python functions (a function that only wraps another "
+              "is left out):", ""]
+    lines += [f"    {share:6.1%}  {frame}" for frame, share in profile.inclusive[:12]]
+    return "\n".join(lines)
+
+
+METHOD = """\
+- **idle**: streams open 100 at a time (one job per stream; each opens with the job's
+  current snapshot, which for nchan is its last stored message); memory = growth of the
+  server's resident set (nchan: its one worker) from 100 open streams to the count,
+  divided by the streams added, once the server is quiet. Accept rate = streams whose
+  first event arrived per second (kernel receive timestamps), per segment of the ramp.
+  A fresh server per round. "Flat" is read as the last segment's rate at least 0.8x the
+  first's.
+- **fanout**: 1,000 streams on one job; per update, the publisher's clock just before the
+  worker call (nchan: the POST) to the kernel receive time of the last (and first) of the
+  1,000 copies; the next update goes once all copies arrived. 25 updates per round, after a
+  warm-up round.
+- **throughput**: 1,000 jobs with one stream each; 100,000 updates round robin (so that no
+  update can be folded into another), pipelined 200 at a time (worker EVALSHA calls;
+  nchan: pipelined POSTs). Events/s = delivered events / (first publish → last receipt);
+  CPU per event = the server's user+system CPU over the burst / delivered events (Redis
+  shown apart). Two gateway processes share one Redis, 500 streams each.
+- **latency**: one stream; updates at 100/s from a worker (`SyncWorker.progress`; nchan:
+  an HTTP POST); publisher clock before the call → kernel receive time.
+- **heartbeat**: CPU share of the server process over windows of one heartbeat period
+  while it holds the idle streams (default heartbeat: 15 s everywhere; nchan's
+  `nchan_eventsource_ping_interval` set to the same).
+- **json**: wrk, 1 thread, 32 connections, on `GET /v1/jobs/{id}` (nchan: a long-poll GET
+  of the channel, answered at once with the stored message; it has no 304), without and
+  with `If-None-Match` of the current version.
+- Every server runs with its defaults (the gateway and the naive app log each request, as
+  they do out of the box; nginx writes its access log). Logs go to files.
+- Where a goal is not met, one more round of the gateway runs under `py-spy record
+  --native` (and, for memory, under tracemalloc), and a what-if round measures the
+  gateway with one thing changed (`bench/whatif.py`); none of these are in the medians.
+"""
+
+
+def render(meta: dict[str, Any], rows: list[dict[str, Any]], notes: list[str],
+           unmet: list[str]) -> str:
+    ran = "" if len(meta["ran"]) >= 6 else " of " + ", ".join(meta["ran"])
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Written by `{meta['command']}` on {meta['finished']} ({meta['mode']} run{ran}, "
+        f"{meta['elapsed_s']:.0f} s). Each number is the median of the rounds in "
+        "`results.json` (rounds per contender there too); ratios are gateway / nchan in "
+        "the same run. Regenerate with `scripts/bench`.",
+        "",
+        *(["Scenarios measured at different times (a run of some scenarios keeps the "
+           "others): " + ", ".join(
+            f"{k} {v}" for k, v in meta["measured_at"].items()), ""]
+          if len(set(meta.get("measured_at", {}).values())) > 1 else []),
+        table(rows),
+        "",
+        "## Set-up",
+        "",
+    ]
+    parts += [f"- {k}: {v}" for k, v in meta["machine"].items()]
+    parts += ["", "## How each number is measured", "", METHOD]
+    if notes:
+        parts += ["## Scale and notes", ""] + [f"- {n}" for n in notes] + [""]
+    parts += ["## Goals not met: what bounds them", ""]
+    parts += unmet or ["Every goal that this run could judge is met."]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _source(where: str) -> str:
+    for marker in ("site-packages/", "/lib/python3.11/", "/work/main/"):
+        if marker in where:
+            return where.split(marker, 1)[1]
+    return where
+
+
+def memory_text(probe: dict[str, Any]) -> str:
+    """The tracemalloc probe of idle streams (bench/memprobe.py) as a few lines."""
+    lines = [f"Where the gateway's memory per idle stream goes: `bench/memprobe.py` runs the "
+             f"same app under tracemalloc and opens {probe['streams']:,} idle streams (one "
+             f"job each). Python allocations grew {probe['traced_kib']:.1f} KiB per stream "
+             "(compare the resident-set growth in the table; tracing inflates the probe's "
+             "own RSS, so that is not used). What C code such as uvloop allocates through "
+             "Python's allocator shows up under the Python line that was running, often "
+             "`asyncio/runners.py`. Growth per stream, by file:", ""]
+    lines += [f"    {size / 1024:6.2f} KiB  {_source(where.rsplit(':', 1)[0])}"
+              for where, size in probe["files"][:12]]
+    lines += ["", "and by line (bytes and objects per stream):", ""]
+    lines += [f"    {size:6.0f} B  {count:4.1f}  {_source(where)}"
+              for where, size, count in probe["lines"][:15]]
+    return "\n".join(lines)
