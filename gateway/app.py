@@ -182,7 +182,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with (
-            Store.connected(redis_url, redis_timeout=settings.redis_timeout_seconds) as store,
+            Store.connected(
+                redis_url,
+                redis_timeout=settings.redis_timeout_seconds,
+                max_connections=settings.redis_connections,
+            ) as store,
             Hub.running(
                 redis_url,
                 heartbeat_seconds=settings.heartbeat_seconds,

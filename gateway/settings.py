@@ -28,6 +28,7 @@ class Settings:
     heartbeat_seconds: float = 15.0  # DESIGN.md section 3: comment heartbeats every 15 s
     retry_ms: int = 3000  # the `retry:` field every stream opens with
     redis_timeout_seconds: float = 2.0  # bounds every Redis command of a request
+    redis_connections: int = 100  # request connections to Redis; more requests queue
     subscribe_timeout_seconds: float = 5.0  # bounds the wait for a SUBSCRIBE confirmation
     send_timeout_seconds: float = 30.0  # a client that takes no data this long is dropped
     probe_seconds: float = 10.0  # how often the hub checks that its pub/sub still delivers
@@ -49,6 +50,9 @@ class Settings:
             retry_ms=read("GATEWAY_RETRY_MS", _positive_int, cls.retry_ms),
             redis_timeout_seconds=read(
                 "GATEWAY_REDIS_TIMEOUT_SECONDS", _positive, cls.redis_timeout_seconds
+            ),
+            redis_connections=read(
+                "GATEWAY_REDIS_CONNECTIONS", _positive_int, cls.redis_connections
             ),
             subscribe_timeout_seconds=read(
                 "GATEWAY_SUBSCRIBE_TIMEOUT_SECONDS", _positive, cls.subscribe_timeout_seconds

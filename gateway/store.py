@@ -95,13 +95,21 @@ class Store:
 
     @classmethod
     @asynccontextmanager
-    async def connected(cls, url: str, *, redis_timeout: float) -> AsyncIterator[Store]:
-        client = redis.asyncio.Redis.from_url(
+    async def connected(
+        cls, url: str, *, redis_timeout: float, max_connections: int
+    ) -> AsyncIterator[Store]:
+        # A blocking pool: the default pool raises at 100 connections in use, which under
+        # a burst of concurrent requests turned healthy reads into 503s. Here a request
+        # past the cap queues for a connection, bounded by the same timeout as a command.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=redis_timeout,
             socket_timeout=redis_timeout,
             socket_connect_timeout=redis_timeout,
             health_check_interval=30,
         )
+        client = redis.asyncio.Redis.from_pool(pool)
         try:
             yield cls(client)
         finally:

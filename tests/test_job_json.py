@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -198,3 +199,20 @@ def test_redis_down_gives_503_quickly_then_recovers(start_gateway) -> None:
             assert time.monotonic() < deadline, "the gateway did not recover"
             time.sleep(0.1)
         assert "Traceback" not in gw.output()
+
+
+def test_requests_beyond_the_redis_pool_wait_for_a_connection(start_gateway, worker) -> None:
+    """More concurrent reads than Redis connections queue for one; none answers 503."""
+    gateway = start_gateway(GATEWAY_REDIS_CONNECTIONS="3")
+    worker.create("pool")
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=gateway.url, limits=limits, timeout=20) as client:
+            responses = await asyncio.gather(
+                *(client.get("/v1/jobs/pool") for _ in range(200))
+            )
+        return [response.status_code for response in responses]
+
+    codes = asyncio.run(burst())
+    assert codes == [200] * 200

@@ -39,6 +39,7 @@ def test_values_are_read() -> None:
     ("REDIS_URL", "http://localhost"),
     ("GATEWAY_LOG_LEVEL", "loud"),
     ("GATEWAY_RETENTION_SECONDS", "-1"),
+    ("GATEWAY_REDIS_CONNECTIONS", "0"),
 ])
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
