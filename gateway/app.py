@@ -18,7 +18,6 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,6 +27,7 @@ from gateway.actions import cancel_job, delete_job, download
 from gateway.collection import JobsEndpoint
 from gateway.events import retry_frame
 from gateway.exceptions import BackendUnavailable, InvalidUpdate, JobAlreadyExists
+from gateway.front import Front
 from gateway.hub import Hub
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
@@ -161,7 +161,7 @@ def _streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Any:
             signal.signal(signum, chained)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> AccessLog:
     if settings is None:
         settings = Settings.from_env()
     if settings.redis_url is None:
@@ -202,13 +202,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             with _streams_end_on_exit_signal(hub, settings.retry_ms):
                 yield
 
+    job, jobs = JobEndpoint(state), JobsEndpoint(state)
     routes = [
         # Starlette takes the first route that matches path and method: POST creates,
         # every other method goes to the collection endpoint (GET, or a 405).
         Route("/v1/jobs", create_job, methods=["POST"]),
-        Route("/v1/jobs", JobsEndpoint(state)),
+        Route("/v1/jobs", jobs),
         Route("/v1/jobs/{job_id:str}", delete_job, methods=["DELETE"]),
-        Route("/v1/jobs/{job_id:str}", JobEndpoint(state)),
+        Route("/v1/jobs/{job_id:str}", job),
         Route("/v1/jobs/{job_id:str}/cancel", cancel_job, methods=["POST"]),
         Route("/v1/jobs/{job_id:str}/download", download, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -221,7 +222,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         HTTPException: _http_error,
         Exception: _internal_error,
     }
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
-                    middleware=[Middleware(AccessLog)])
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.gateway = state
-    return app
+    # The access log sees every request; event streams then bypass Starlette (gateway.front).
+    return AccessLog(Front(app, job=job, jobs=jobs))

@@ -80,6 +80,7 @@ class AccessLog:
         started = time.perf_counter()
         stream = scope["method"] == "GET" and negotiate(
             headers.get(b"accept", b"").decode("latin-1") or None) is Representation.STREAM
+        state["stream"] = stream  # gateway.front routes streams by it
         if stream:
             outgoing = send
         else:

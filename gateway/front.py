@@ -1,0 +1,70 @@
+"""The ASGI entry: event streams go straight to their endpoint, everything else to Starlette.
+
+An open stream keeps every layer it passed through suspended for its whole life, and every
+event it is sent goes back out through each layer's ``send`` wrapper. Starlette's stack
+(error middleware, exception middleware, router, route) is about ten coroutine frames and
+two send wrappers per stream: memory per idle stream and CPU per fanned-out event that buy
+nothing once the response has started (DESIGN.md section 5; bench/RESULTS.md measures it).
+So the two stream URLs are matched here, by hand, and the rest of the API keeps Starlette.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway import problems
+from gateway.state import RawEndpoint
+
+log = logging.getLogger("gateway.front")
+
+_JOBS = "/v1/jobs"
+
+
+class Front:
+    """Routes ``GET`` event-stream requests of ``/v1/jobs`` and ``/v1/jobs/{id}`` directly.
+
+    It sits inside ``AccessLog``, which negotiated the representation already and left it
+    in ``scope["state"]["stream"]``.
+    """
+
+    def __init__(self, app: Any, *, job: RawEndpoint, jobs: RawEndpoint) -> None:
+        self.app = app
+        self.job = job
+        self.jobs = jobs
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        endpoint = self._stream_endpoint(scope) if scope["type"] == "http" else None
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await endpoint(scope, receive, send)
+        except Exception:
+            # What Starlette's error middleware would have done: a 500 in the contract's
+            # shape while nothing was sent yet (the server logs what it re-raises).
+            if "status" in scope["state"]:
+                raise
+            log.exception("unexpected error before a stream opened")
+            scope["state"]["status"] = 500
+            response = problems.error_response(
+                500, "internal", "an unexpected error; it has been logged"
+            )
+            await response(scope, receive, send)
+
+    def _stream_endpoint(self, scope: dict[str, Any]) -> RawEndpoint | None:
+        if scope["method"] != "GET" or not scope.get("state", {}).get("stream"):
+            return None
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # as Starlette's router sees it
+            path = path[len(root):]
+        if path == _JOBS:
+            return self.jobs
+        if path.startswith(_JOBS + "/"):
+            job_id = path[len(_JOBS) + 1:]
+            # The route /v1/jobs/{job_id}: one non-empty segment (the endpoint validates it).
+            if job_id and "/" not in job_id:
+                scope["path_params"] = {"job_id": job_id}
+                return self.job
+        return None
