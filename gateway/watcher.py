@@ -163,25 +163,28 @@ class Watcher:
             self._ended[message.job_id] = message.seq
         else:
             self._sent[message.job_id] = message
-        frame = message.frame
+        final = message.terminal and self.close_on_terminal
         if last is not None and last.status != message.status and message.event == "progress":
             # The client skipped the status change (conflation or a resync): say it moved.
             frame = message.relabelled("status")
-        final = message.terminal and self.close_on_terminal
+            body = {"type": "http.response.body", "body": frame, "more_body": not final}
+        else:
+            frame = message.frame
+            body = message.body(final)
         self._busy = True
         STATS.events_sent += 1
         STATS.bytes_sent += len(frame)
         if final:
             self._finishing = True
-        return self._step(
-            self._send({"type": "http.response.body", "body": frame, "more_body": not final})
-        )
+        return self._step(self._send(body))
 
     def _written(self) -> None:
         if self._finishing:
             self.closed = True
-        else:
+        elif self._pending or self._end is not None:
             self._pump()
+        else:
+            self._busy = False  # what _pump would conclude, minus its checks (the hot path)
 
     def _pump(self) -> None:
         """Write what waits, oldest job first, until a write has to wait or nothing is left."""
