@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 from starlette.requests import Request
@@ -86,15 +87,15 @@ async def _page(request: Request, store: Store, tenant: str, job_ids: list[str])
 class JobsEndpoint(RawEndpoint):
     """``GET /v1/jobs`` (``POST`` is the create route, matched before this one)."""
 
-    async def handle(self, request: Request, send: Any) -> None:
+    async def handle(self, request: Request, send: Any) -> Coroutine[Any, Any, None] | None:
         state = self.state
         representation = requested(request, "GET, HEAD, POST")
         job_ids = _job_ids(request)
         if representation is Representation.JSON:
             response = await _page(request, state.store, TENANT, job_ids)
             await response(request.scope, request.receive, send)
-            return
-        await jobs_stream(request.receive, send, hub=state.hub, store=state.store, tenant=TENANT,
+            return None
+        return jobs_stream(request.receive, send, hub=state.hub, store=state.store, tenant=TENANT,
                           job_ids=job_ids or None, last_event_id=last_event_id(request),
                           retry_ms=state.settings.retry_ms,
                           state=request.scope.setdefault("state", {}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import anyio
@@ -42,14 +43,14 @@ def _snapshot_headers(record: Record) -> dict[str, str]:
 class JobEndpoint(RawEndpoint):
     """``/v1/jobs/{id}``: a raw ASGI endpoint, so that its event streams stay lean."""
 
-    async def handle(self, request: Request, send: Any) -> None:
+    async def handle(self, request: Request, send: Any) -> Coroutine[Any, Any, None] | None:
         representation = requested(request, "GET, HEAD, DELETE")
         job_id = request.path_params["job_id"]
         if not keys.valid_job_id(job_id):
             raise problems.invalid_job_id(job_id)
         state = self.state
         if representation is Representation.STREAM:
-            await job_stream(
+            return job_stream(
                 request.receive,
                 send,
                 hub=state.hub,
@@ -60,7 +61,6 @@ class JobEndpoint(RawEndpoint):
                 retry_ms=state.settings.retry_ms,
                 state=request.scope.setdefault("state", {}),
             )
-            return
         if_none_match = request.headers.get("if-none-match")
         wait = _preferred_wait(request.headers.get("prefer")) if if_none_match else None
         if wait is not None:
@@ -77,6 +77,7 @@ class JobEndpoint(RawEndpoint):
         else:
             response = Response(record.body(), media_type="application/json", headers=headers)
         await response(request.scope, request.receive, send)
+        return None
 
 
 def _preferred_wait(prefer: str | None) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 from starlette.requests import Request
@@ -29,14 +30,24 @@ class AppState:
 
 class RawEndpoint:
     """A raw ASGI endpoint (no request/response wrapper, so that streams stay lean) whose
-    ApiErrors and Redis outages become error responses."""
+    ApiErrors and Redis outages become error responses.
+
+    ``handle`` answers a request itself, or returns the stream that will: a coroutine
+    awaited once ``handle`` has returned, so that the Request it was built from (its
+    headers, query, scope copies) is not held for the stream's whole life.
+    """
 
     def __init__(self, state: AppState) -> None:
         self.state = state
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
-        await problems.answering_errors(scope, receive, send, lambda: self.handle(request, send))
+        await problems.answering_errors(scope, receive, send,
+                                        lambda: self._run(scope, receive, send))
 
-    async def handle(self, request: Request, send: Any) -> None:
+    async def _run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        stream = await self.handle(Request(scope, receive), send)
+        if stream is not None:
+            await stream
+
+    async def handle(self, request: Request, send: Any) -> Coroutine[Any, Any, None] | None:
         raise NotImplementedError
