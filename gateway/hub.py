@@ -21,7 +21,7 @@ import anyio
 from gateway.events import Message
 from gateway.exceptions import BackendUnavailable
 from gateway.metrics import STATS
-from gateway.pubsub import PubSubConnection, Reply
+from gateway.resp import RedisConnection, Reply
 from gateway.watcher import Watcher
 
 log = logging.getLogger("gateway.hub")
@@ -76,7 +76,7 @@ class Hub:
         # a late reply to an earlier SUBSCRIBE from confirming a later one too early.
         self._inflight: dict[bytes, int] = {}
         self._watchers: set[Watcher] = set()
-        self._conn: PubSubConnection | None = None
+        self._conn: RedisConnection | None = None
         self._bad_channels: set[bytes] = set()
         self.reconnects = 0
         self.connected = anyio.Event()
@@ -105,7 +105,7 @@ class Hub:
         while True:
             try:
                 with anyio.fail_after(self._subscribe_timeout):
-                    conn = await PubSubConnection.open(self._url, self._on_reply)
+                    conn = await RedisConnection.open(self._url, self._on_reply)
             except (OSError, TimeoutError, ConnectionError) as exc:
                 log.warning("pub/sub connection to Redis failed: %s; retrying in %.2fs",
                             exc, backoff)
@@ -127,7 +127,7 @@ class Hub:
             STATS.redis_reconnects += 1
             log.warning("pub/sub connection to Redis lost; reconnecting")
 
-    async def _resync_until_done(self, conn: PubSubConnection) -> None:
+    async def _resync_until_done(self, conn: RedisConnection) -> None:
         """Re-read what the watchers may have missed, retrying while the store is not
         back yet (its pooled connections died with the server too)."""
         assert self._resync is not None

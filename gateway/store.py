@@ -20,6 +20,7 @@ from gateway import keys
 from gateway.changes import SCRIPT, Call, Change, result
 from gateway.events import TERMINAL, Message
 from gateway.exceptions import BackendUnavailable
+from gateway.pipeline import Pipeline
 
 _FIELDS = ("snapshot", "version", "seq", "epoch", "status", "status_seq", "output_expires")
 
@@ -89,8 +90,9 @@ def _record(job_id: str, values: list[Any]) -> Record | None:
 
 
 class Store:
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, pipeline: Pipeline) -> None:
         self.client = client
+        self._pipeline = pipeline  # the hot read: every stream's opening, every JSON GET
         self._script = client.register_script(SCRIPT)
 
     @classmethod
@@ -110,14 +112,15 @@ class Store:
             health_check_interval=30,
         )
         client = redis.asyncio.Redis.from_pool(pool)
+        pipeline = Pipeline(url, timeout=redis_timeout)
         try:
-            yield cls(client)
+            yield cls(client, pipeline)
         finally:
+            await pipeline.aclose()
             await client.aclose()
 
     async def read(self, tenant: str, job_id: str) -> Record | None:
-        async with _bounded():
-            values = await self.client.hmget(keys.job_key(tenant, job_id), _FIELDS)
+        values = await self._pipeline.request("HMGET", keys.job_key(tenant, job_id), *_FIELDS)
         return _record(job_id, values)
 
     async def read_many(self, tenant: str, job_ids: list[str]) -> dict[str, Record | None]:

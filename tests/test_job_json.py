@@ -202,7 +202,11 @@ def test_redis_down_gives_503_quickly_then_recovers(start_gateway) -> None:
 
 
 def test_requests_beyond_the_redis_pool_wait_for_a_connection(start_gateway, worker) -> None:
-    """More concurrent reads than Redis connections queue for one; none answers 503."""
+    """More concurrent Redis calls than pooled connections queue for one; none is a 503.
+
+    The job page reads through the pool (a single job's GET shares one pipelined
+    connection, tested apart), so 200 concurrent pages need 200 turns of 3 connections.
+    """
     gateway = start_gateway(GATEWAY_REDIS_CONNECTIONS="3")
     worker.create("pool")
 
@@ -210,9 +214,24 @@ def test_requests_beyond_the_redis_pool_wait_for_a_connection(start_gateway, wor
         limits = httpx.Limits(max_connections=200)
         async with httpx.AsyncClient(base_url=gateway.url, limits=limits, timeout=20) as client:
             responses = await asyncio.gather(
-                *(client.get("/v1/jobs/pool") for _ in range(200))
+                *(client.get("/v1/jobs?job_id=pool") for _ in range(200))
             )
         return [response.status_code for response in responses]
 
     codes = asyncio.run(burst())
     assert codes == [200] * 200
+
+
+def test_a_redis_database_other_than_0(start_gateway, redis_server: EmbeddedRedis) -> None:
+    """``REDIS_URL=redis://host:port/3``: reads, streams and writes all use database 3."""
+    url = f"{redis_server.url.rstrip('/').rsplit('/', 1)[0]}/3"
+    gateway = start_gateway(url)
+    with SyncWorker.from_url(url) as worker:
+        worker.create("db3")
+    assert httpx.get(f"{gateway.url}/v1/jobs/db3").json()["version"] == 1
+    with httpx.stream("GET", f"{gateway.url}/v1/jobs/db3",
+                      headers={"Accept": "text/event-stream"}, timeout=10) as stream:
+        assert stream.status_code == 200
+        assert "event: snapshot" in next(stream.iter_text())
+    assert redis.Redis.from_url(url).exists("gw:{default}:job:db3") == 1
+    assert redis.Redis.from_url(redis_server.url).exists("gw:{default}:job:db3") == 0

@@ -44,6 +44,28 @@ async def test_a_silent_pubsub_is_found_by_the_probe(start_gateway) -> None:
         r.close()
 
 
+async def test_a_silent_reads_connection_costs_one_bounded_wait(start_gateway) -> None:
+    """The reads every GET shares stop answering (no error, no FIN): a request waits
+    GATEWAY_REDIS_TIMEOUT_SECONDS, answers 503, and the next one gets a new connection."""
+    with EmbeddedRedis() as server:
+        with SyncWorker.from_url(server.url) as worker:
+            worker.create("mute")
+        async with Freezer(server.port) as freezer:
+            gateway = await anyio.to_thread.run_sync(lambda: start_gateway(
+                freezer.url, GATEWAY_REDIS_TIMEOUT_SECONDS="1"))
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+                assert (await client.get("/v1/jobs/mute")).status_code == 200
+                freezer.freeze()
+                started = anyio.current_time()
+                frozen = await client.get("/v1/jobs/mute")
+                waited = anyio.current_time() - started
+                assert frozen.status_code == 503
+                assert frozen.json()["error"] == "backend.unavailable"
+                assert 0.9 < waited < 5
+                after = await client.get("/v1/jobs/mute")
+                assert after.status_code == 200 and after.json()["job_id"] == "mute"
+
+
 async def test_malformed_messages_are_dropped_counted_and_logged_once(
     gateway, redis_url: str, r: redis.Redis
 ) -> None:

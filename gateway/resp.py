@@ -1,9 +1,11 @@
-"""The hub's one pub/sub connection: an asyncio protocol with the hiredis parser.
+"""A Redis connection as an asyncio protocol with the hiredis parser.
 
-Replies are parsed in ``data_received`` and handed to a callback on the spot, so that a
-message goes from the socket to every watcher's ``send`` without a task switch or an
-await per message (DESIGN.md section 5). Commands are written straight to the transport;
-Redis answers them in order on the same connection.
+Replies are parsed in ``data_received`` and handed on the spot: to the command waiting
+for them (Redis answers in order on one connection), or, when none waits, to a callback.
+The hub's pub/sub connection uses the callback, so that a message goes from the socket
+to every watcher's ``send`` without a task switch or an await per message (DESIGN.md
+section 5); the request reads (gateway.pipeline) pipeline many commands on one
+connection. Commands are batched into one write per turn of the event loop.
 """
 
 from __future__ import annotations
@@ -30,19 +32,21 @@ def pack(*args: str | bytes) -> bytes:
     return b"".join(out)
 
 
-class PubSubConnection(asyncio.Protocol):
+class RedisConnection(asyncio.Protocol):
     def __init__(self, on_reply: Callable[[Reply], None]) -> None:
         self._on_reply = on_reply
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
-        self._handshake: deque[asyncio.Future[Reply]] = deque()
+        self._waiting: deque[asyncio.Future[Reply]] = deque()
+        self._outbox: list[bytes] = []
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
 
     @classmethod
     async def open(
         cls, url: str, on_reply: Callable[[Reply], None], *, name: str | None = None
-    ) -> PubSubConnection:
-        """Connect, authenticate and name the connection. Bound it with a timeout."""
+    ) -> RedisConnection:
+        """Connect, authenticate, name the connection and select its database (the URL's
+        path, as redis-py reads it). Bound it with a timeout."""
         loop = asyncio.get_running_loop()
         parts = urlsplit(url)
         query = parse_qs(parts.query)
@@ -60,8 +64,12 @@ class PubSubConnection(asyncio.Protocol):
             if password:
                 auth = (unquote(username), unquote(password)) if username else (unquote(password),)
                 await protocol.request("AUTH", *auth)
-            # A name makes each process's hub connection easy to find in CLIENT LIST.
+            # A name makes each process's connections easy to find in CLIENT LIST.
             await protocol.request("CLIENT", "SETNAME", name or f"gateway-hub-{os.getpid()}")
+            path_db = "" if parts.scheme == "unix" else (parts.path or "/").strip("/")
+            database = path_db or next(iter(query.get("db", [])), "0")
+            if database != "0":
+                await protocol.request("SELECT", database)
             # PING answers -LOADING while a restarted server reads its data back, and a
             # SUBSCRIBE sent then would be refused: only a PONG means ready.
             await protocol.request("PING")
@@ -70,19 +78,30 @@ class PubSubConnection(asyncio.Protocol):
             raise
         return protocol
 
-    async def request(self, *args: str) -> Reply:
-        """A command with an ordinary reply; only before the first SUBSCRIBE."""
+    async def request(self, *args: str | bytes) -> Reply:
+        """A command with an ordinary reply (on a pub/sub connection: before SUBSCRIBE)."""
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionError("the Redis connection is closed")
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._handshake.append(waiter)
+        self._waiting.append(waiter)
         self.send(*args)
         reply = await waiter
         if isinstance(reply, hiredis.ReplyError):
-            raise ConnectionError(f"{args[0]} refused by Redis: {reply}")
+            raise ConnectionError(f"{args[0]!r} refused by Redis: {reply}")
         return reply
 
     def send(self, *args: str | bytes) -> None:
+        """Queue a command; what one turn of the event loop queues goes in one write."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(pack(*args))
+
+    def _flush(self) -> None:
+        out, self._outbox = self._outbox, []
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(pack(*args))
+            self._transport.write(b"".join(out))
 
     def close(self) -> None:
         if self._transport is not None:
@@ -99,23 +118,25 @@ class PubSubConnection(asyncio.Protocol):
         reader.feed(data)
         try:
             while (reply := reader.gets()) is not False:
-                if self._handshake:
-                    self._handshake.popleft().set_result(reply)
+                if self._waiting:
+                    waiter = self._waiting.popleft()
+                    if not waiter.done():  # a caller that timed out is gone
+                        waiter.set_result(reply)
                 else:
                     self._on_reply(reply)
         except hiredis.ProtocolError as exc:
-            self._fail(ConnectionError(f"protocol error on the pub/sub connection: {exc}"))
+            self._fail(ConnectionError(f"protocol error on a Redis connection: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        self._fail(exc or ConnectionError("the pub/sub connection was closed"))
+        self._fail(exc or ConnectionError("the Redis connection was closed"))
 
     def _fail(self, exc: Exception) -> None:
         if self._transport is not None:
             self._transport.close()
-        for waiter in self._handshake:
+        for waiter in self._waiting:
             if not waiter.done():
                 waiter.set_exception(exc)
-        self._handshake.clear()
+        self._waiting.clear()
         if not self.closed.done():
             self.closed.set_result(exc)

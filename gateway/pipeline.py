@@ -1,0 +1,87 @@
+"""The request reads: one Redis connection that every request shares, commands pipelined.
+
+Every stream opens with a snapshot read, and every JSON GET is one; through redis-py each
+cost about as much CPU as the rest of the request together (a pooled connection checked
+out and back, its health check, the command packed and parsed in Python;
+bench/profiles). Here a read is one packed command queued on a shared connection and one
+future resolved by the hiredis parser, and what concurrent requests queue in one turn of
+the event loop goes to Redis in one write. Writes (the update script) and the rarer reads
+stay on redis-py.
+
+A read waits at most ``timeout`` seconds, connecting included; a connection that let a
+read time out is closed and the next read opens a new one, so a Redis that stopped
+answering costs each request one bounded wait (503), never a hang (issue 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from gateway.exceptions import BackendUnavailable
+from gateway.resp import RedisConnection, Reply
+
+log = logging.getLogger("gateway.pipeline")
+
+
+class Pipeline:
+    def __init__(self, url: str, *, timeout: float) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._conn: RedisConnection | None = None
+        self._connecting: asyncio.Task[RedisConnection] | None = None
+
+    async def request(self, *args: str | bytes) -> Reply:
+        """Run one command; BackendUnavailable when Redis does not answer in time."""
+        conn = self._conn
+        try:
+            async with asyncio.timeout(self._timeout):
+                if conn is None or conn.closed.done():
+                    conn = await self._connected()
+                return await conn.request(*args)
+        except TimeoutError:
+            if conn is not None:
+                conn.close()  # presumed dead (a silent network): the next read reconnects
+            raise BackendUnavailable(f"Redis did not answer {args[0]!r} in time") from None
+        except (ConnectionError, OSError) as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def _connected(self) -> RedisConnection:
+        # Concurrent requests that find no connection share one attempt: a task, shielded,
+        # so that one caller's timeout does not abort the attempt the others wait for.
+        connecting = self._connecting
+        if connecting is None or connecting.done():
+            connecting = self._connecting = asyncio.ensure_future(self._connect())
+            connecting.add_done_callback(_seen)
+        return await asyncio.shield(connecting)
+
+    async def _connect(self) -> RedisConnection:
+        # Bounded apart from any caller: an attempt stuck on a dead host must end, or
+        # every later request would keep waiting on it after Redis came back.
+        async with asyncio.timeout(self._timeout):
+            conn = await RedisConnection.open(
+                self._url, _unexpected, name=f"gateway-reads-{os.getpid()}"
+            )
+        self._conn = conn
+        return conn
+
+    async def aclose(self) -> None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _seen(task: asyncio.Task[RedisConnection]) -> None:
+    # Its callers got the error (or timed out); this keeps asyncio from reporting it again.
+    if not task.cancelled():
+        task.exception()
+
+
+def _unexpected(reply: Reply) -> None:
+    # Every command on this connection has a waiter; a reply without one is a bug.
+    log.warning("a reply nobody asked for on the reads connection: %.200r", reply)
