@@ -33,12 +33,20 @@ Publish = Callable[[str, bytes], Awaitable[object]]
 MAX_MESSAGE_BYTES = 1 << 20
 
 
+def _expire(confirmed: asyncio.Future[None]) -> None:
+    if not confirmed.done():
+        confirmed.set_exception(
+            BackendUnavailable("Redis did not confirm the subscription in time"))
+
+
 class _Channel:
     __slots__ = ("ready", "watchers")
 
     def __init__(self) -> None:
         self.watchers: set[Watcher] = set()
-        self.ready: asyncio.Event | None = None  # made only when someone waits for SUBSCRIBE
+        # One future per stream waiting for the SUBSCRIBE confirmation (a shared one would
+        # be cancelled for all when one waiter is), made only when someone waits.
+        self.ready: list[asyncio.Future[None]] = []
 
 
 class Hub:
@@ -80,6 +88,9 @@ class Hub:
         self._bad_channels: set[bytes] = set()
         self.reconnects = 0
         self.connected = anyio.Event()
+        # Made in Hub.running (on the loop it serves); kept because each lookup of the
+        # running loop is a getpid() system call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -222,16 +233,21 @@ class Hub:
             self._unsubscribe(gone)
 
     async def _until_subscribed(self, names: list[bytes]) -> None:
-        with anyio.move_on_after(self._subscribe_timeout):
-            for name in names:
-                if self._conn is not None and name not in self._inflight:
-                    continue
-                channel = self._channels[name]
-                if channel.ready is None:
-                    channel.ready = asyncio.Event()
-                await channel.ready.wait()
-            return
-        raise BackendUnavailable("Redis did not confirm the subscription in time")
+        # Futures and one timer on the hub's loop: this runs for every stream that opens,
+        # and a cancel scope (anyio's or asyncio.timeout) looks up the loop and the task,
+        # each a getpid() system call on Python 3.11.
+        loop = self._loop
+        deadline = loop.time() + self._subscribe_timeout
+        for name in names:
+            if self._conn is not None and name not in self._inflight:
+                continue
+            confirmed: asyncio.Future[None] = loop.create_future()
+            self._channels[name].ready.append(confirmed)
+            timer = loop.call_at(deadline, _expire, confirmed)
+            try:
+                await confirmed
+            finally:
+                timer.cancel()
 
     def _subscribe(self, names: list[bytes]) -> None:
         self._command(b"SUBSCRIBE", names)
@@ -274,9 +290,11 @@ class Hub:
             return
         self._inflight.pop(name, None)
         channel = self._channels.get(name)
-        if channel is not None and channel.ready is not None:
-            channel.ready.set()
-            channel.ready = None
+        if channel is not None and channel.ready:
+            for confirmed in channel.ready:
+                if not confirmed.done():
+                    confirmed.set_result(None)
+            channel.ready.clear()
 
     def dispatch(self, name: bytes, payload: bytes | Message) -> None:
         channel = self._channels.get(name)

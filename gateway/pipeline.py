@@ -8,9 +8,10 @@ future resolved by the hiredis parser, and what concurrent requests queue in one
 the event loop goes to Redis in one write. Writes (the update script) and the rarer reads
 stay on redis-py.
 
-A read waits at most ``timeout`` seconds, connecting included; a connection that let a
-read time out is closed and the next read opens a new one, so a Redis that stopped
-answering costs each request one bounded wait (503), never a hang (issue 4).
+A read waits at most ``timeout`` seconds for its reply (and as long again when it has
+to connect first); a connection that let a read time out is closed and the next read
+opens a new one, so a Redis that stopped answering costs each request one bounded wait
+(503), never a hang (issue 4).
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ class Pipeline:
         """Run one command; BackendUnavailable when Redis does not answer in time."""
         conn = self._conn
         try:
-            async with asyncio.timeout(self._timeout):
-                if conn is None or conn.closed.done():
+            if conn is None or conn.closed.done():
+                async with asyncio.timeout(self._timeout):
                     conn = await self._connected()
-                return await conn.request(*args)
+            return await conn.request(*args, expire_after=self._timeout)
         except TimeoutError:
             if conn is not None:
                 conn.close()  # presumed dead (a silent network): the next read reconnects

@@ -32,6 +32,11 @@ def pack(*args: str | bytes) -> bytes:
     return b"".join(out)
 
 
+def _expire(waiter: asyncio.Future[Reply]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class RedisConnection(asyncio.Protocol):
     def __init__(self, on_reply: Callable[[Reply], None]) -> None:
         self._on_reply = on_reply
@@ -39,7 +44,10 @@ class RedisConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._waiting: deque[asyncio.Future[Reply]] = deque()
         self._outbox: list[bytes] = []
-        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call,
+        # and these run per request.
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[Exception | None] = self._loop.create_future()
 
     @classmethod
     async def open(
@@ -78,14 +86,26 @@ class RedisConnection(asyncio.Protocol):
             raise
         return protocol
 
-    async def request(self, *args: str | bytes) -> Reply:
-        """A command with an ordinary reply (on a pub/sub connection: before SUBSCRIBE)."""
+    async def request(self, *args: str | bytes, expire_after: float | None = None) -> Reply:
+        """A command with an ordinary reply (on a pub/sub connection: before SUBSCRIBE).
+
+        With ``expire_after`` (seconds), TimeoutError once it passed without a reply: a
+        timer on the reply's future, no cancel scope and no task lookup (it runs per
+        request, and those cost getpid() system calls on Python 3.11).
+        """
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError("the Redis connection is closed")
-        waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Reply] = self._loop.create_future()
         self._waiting.append(waiter)
         self.send(*args)
-        reply = await waiter
+        if expire_after is None:
+            reply = await waiter
+        else:
+            timer = self._loop.call_later(expire_after, _expire, waiter)
+            try:
+                reply = await waiter
+            finally:
+                timer.cancel()
         if isinstance(reply, hiredis.ReplyError):
             raise ConnectionError(f"{args[0]!r} refused by Redis: {reply}")
         return reply
@@ -95,7 +115,7 @@ class RedisConnection(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._outbox.append(pack(*args))
 
     def _flush(self) -> None:
