@@ -1,11 +1,14 @@
-"""The ASGI entry: event streams go straight to their endpoint, everything else to Starlette.
+"""The ASGI entry: reads of ``/v1/jobs`` and ``/v1/jobs/{id}`` go straight to their
+endpoint, everything else to Starlette.
 
 An open stream keeps every layer it passed through suspended for its whole life, and every
 event it is sent goes back out through each layer's ``send`` wrapper. Starlette's stack
 (error middleware, exception middleware, router, route) is about ten coroutine frames and
 two send wrappers per stream: memory per idle stream and CPU per fanned-out event that buy
 nothing once the response has started (DESIGN.md section 5; bench/RESULTS.md measures it).
-So the two stream URLs are matched here, by hand, and the rest of the API keeps Starlette.
+The JSON reads of the same URLs are the polling clients' hot path, and the same layers
+were a quarter of their cost. So these two URLs are matched here, by hand; the endpoints
+are raw ASGI already, and the rest of the API keeps Starlette.
 """
 
 from __future__ import annotations
@@ -19,14 +22,11 @@ from gateway.state import RawEndpoint
 log = logging.getLogger("gateway.front")
 
 _JOBS = "/v1/jobs"
+_READS = ("GET", "HEAD")
 
 
 class Front:
-    """Routes ``GET`` event-stream requests of ``/v1/jobs`` and ``/v1/jobs/{id}`` directly.
-
-    It sits inside ``AccessLog``, which negotiated the representation already and left it
-    in ``scope["state"]["stream"]``.
-    """
+    """Routes ``GET`` and ``HEAD`` of ``/v1/jobs`` and ``/v1/jobs/{id}`` directly."""
 
     def __init__(self, app: Any, *, job: RawEndpoint, jobs: RawEndpoint) -> None:
         self.app = app
@@ -34,7 +34,7 @@ class Front:
         self.jobs = jobs
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        endpoint = self._stream_endpoint(scope) if scope["type"] == "http" else None
+        endpoint = self._endpoint(scope) if scope["type"] == "http" else None
         if endpoint is None:
             await self.app(scope, receive, send)
             return
@@ -43,17 +43,17 @@ class Front:
         except Exception:
             # What Starlette's error middleware would have done: a 500 in the contract's
             # shape while nothing was sent yet (the server logs what it re-raises).
-            if "status" in scope["state"]:
+            if "status" in scope.setdefault("state", {}):
                 raise
-            log.exception("unexpected error before a stream opened")
+            log.exception("unexpected error before a response started")
             scope["state"]["status"] = 500
             response = problems.error_response(
                 500, "internal", "an unexpected error; it has been logged"
             )
             await response(scope, receive, send)
 
-    def _stream_endpoint(self, scope: dict[str, Any]) -> RawEndpoint | None:
-        if scope["method"] != "GET" or not scope.get("state", {}).get("stream"):
+    def _endpoint(self, scope: dict[str, Any]) -> RawEndpoint | None:
+        if scope["method"] not in _READS:
             return None
         path: str = scope["path"]
         root = scope.get("root_path", "")

@@ -46,6 +46,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str) -> None:
+    # Nothing here logs the process or thread, and the access log runs once per request:
+    # skip collecting them (the logging HOWTO's "Optimization"; the process id alone is a
+    # getpid() system call per record).
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -86,7 +92,6 @@ class AccessLog:
         started = time.perf_counter()
         stream = scope["method"] == "GET" and negotiate(
             headers.get(b"accept", b"").decode("latin-1") or None) is Representation.STREAM
-        state["stream"] = stream  # gateway.front routes streams by it
         if stream:
             outgoing = send
         else:
