@@ -26,23 +26,39 @@ _STANDARD = {*vars(logging.makeLogRecord({})), "color_message"}  # uvicorn adds 
 
 
 def redact_query(query: str) -> str:
+    if not _SECRET.search(query):
+        return query  # nothing that could name a secret (the common case, cheaply)
     pairs = parse_qsl(query, keep_blank_values=True)
     return urlencode([(k, "REDACTED" if _SECRET.search(k) else v) for k, v in pairs])
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record. It runs once per request (the access log), so the
+    encoder is made once and the timestamp's seconds are formatted once per second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encoder = json.JSONEncoder(default=str)
+        self._stamp = (-1, "")  # (second, its text): one tuple, so threads see a pair
+
     def format(self, record: logging.LogRecord) -> str:
+        second, text = self._stamp
+        if int(record.created) != second:
+            second = int(record.created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._stamp = (second, text)
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{text}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD:
+                entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return self._encoder.encode(entry)
 
 
 def configure(level: str) -> None:
