@@ -14,6 +14,7 @@ from gateway.multistream import MAX_JOB_IDS, jobs_stream
 from gateway.negotiation import Representation, last_event_id, requested
 from gateway.state import TENANT, RawEndpoint
 from gateway.store import Store
+from gateway.streams import stream_head
 
 STATUSES = frozenset({"queued", "running"}) | TERMINAL
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
@@ -94,6 +95,9 @@ class JobsEndpoint(RawEndpoint):
         if representation is Representation.JSON:
             response = await _page(request, state.store, TENANT, job_ids)
             await response(request.scope, request.receive, send)
+            return None
+        if request.method == "HEAD":
+            await stream_head(send, request.scope.setdefault("state", {}))
             return None
         return jobs_stream(request.receive, send, hub=state.hub, store=state.store, tenant=TENANT,
                           job_ids=job_ids or None, last_event_id=last_event_id(request),

@@ -46,11 +46,8 @@ class Front:
             if "status" in scope.setdefault("state", {}):
                 raise
             log.exception("unexpected error before a response started")
-            scope["state"]["status"] = 500
-            response = problems.error_response(
-                500, "internal", "an unexpected error; it has been logged"
-            )
-            await response(scope, receive, send)
+            error = problems.ApiError(500, "internal", "an unexpected error; it has been logged")
+            await problems.answer(scope, receive, send, error)
 
     def _endpoint(self, scope: dict[str, Any]) -> RawEndpoint | None:
         if scope["method"] not in _READS:

@@ -160,8 +160,9 @@ class AccessLog:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
-        stream = scope["method"] == "GET" and negotiate(
+        stream = scope["method"] in ("GET", "HEAD") and negotiate(
             headers.get(b"accept", b"").decode("latin-1") or None) is Representation.STREAM
+        state["stream"] = stream  # its send is not wrapped: see problems.answer
         if stream:
             outgoing = send
         else:

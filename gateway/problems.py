@@ -74,8 +74,20 @@ async def answering_errors(
     try:
         await handler()
     except ApiError as exc:
-        scope.setdefault("state", {})["status"] = exc.status  # for the access log
-        await exc.response()(scope, receive, send)
+        await answer(scope, receive, send, exc)
     except BackendUnavailable:
-        scope.setdefault("state", {})["status"] = 503
-        await backend_unavailable().response()(scope, receive, send)
+        await answer(scope, receive, send, backend_unavailable())
+
+
+async def answer(scope: dict[str, Any], receive: Any, send: Any, error: ApiError) -> None:
+    """Send ``error`` as the response, noting its status for the access log.
+
+    A stream request's ``send`` is not wrapped by the access log (gateway.logs), so its
+    error response carries the request id itself.
+    """
+    state = scope.setdefault("state", {})
+    state["status"] = error.status
+    headers = error.headers
+    if state.get("stream") and state.get("request_id"):
+        headers = {**headers, "X-Request-ID": state["request_id"]}
+    await error_response(error.status, error.code, error.detail, headers)(scope, receive, send)

@@ -15,7 +15,7 @@ from gateway.events import HEARTBEAT
 from gateway.negotiation import Representation, last_event_id, requested
 from gateway.state import TENANT, AppState, RawEndpoint
 from gateway.store import Record
-from gateway.streams import job_stream
+from gateway.streams import job_stream, stream_head
 from gateway.watcher import Watcher
 
 # DESIGN.md section 2: the polite polling interval of a job that is not done, and the
@@ -50,6 +50,11 @@ class JobEndpoint(RawEndpoint):
             raise problems.invalid_job_id(job_id)
         state = self.state
         if representation is Representation.STREAM:
+            if request.method == "HEAD":
+                if await state.store.read(TENANT, job_id) is None:
+                    raise problems.not_found(job_id)
+                await stream_head(send, request.scope.setdefault("state", {}))
+                return None
             return job_stream(
                 request.receive,
                 send,

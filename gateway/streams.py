@@ -37,6 +37,12 @@ def response_start(state: dict[str, Any], status: int) -> dict[str, Any]:
     return {"type": "http.response.start", "status": status, "headers": headers}
 
 
+async def stream_head(send: Any, state: dict[str, Any]) -> None:
+    """``HEAD`` with ``Accept: text/event-stream``: the stream's headers, and no stream."""
+    await send(response_start(state, 200))
+    await send({"type": "http.response.body", "body": b""})
+
+
 def opening_event(record: Record, last: EventId | None) -> str | None:
     """What a (re)connecting client gets first: an event name, or None when up to date.
 

@@ -347,3 +347,24 @@ async def test_the_last_watcher_leaving_unsubscribes(
             await events_first.aclose()
         await until(0)
     assert r.pubsub_channels(keys.job_channel("default", "*")) == []
+
+
+def test_head_of_a_stream_gives_its_headers_and_ends(gateway, worker: SyncWorker) -> None:
+    worker.create("hd")
+    stream = {"Accept": "text/event-stream"}
+    with httpx.Client(timeout=5) as client:
+        for url in (f"{gateway.url}/v1/jobs/hd", f"{gateway.url}/v1/jobs?job_id=hd"):
+            response = client.head(url, headers=stream)
+            assert response.status_code == 200, url
+            assert response.headers["content-type"] == "text/event-stream"
+            assert len(response.headers.get_list("x-request-id")) == 1
+        missing = client.head(f"{gateway.url}/v1/jobs/nothere", headers=stream)
+        assert missing.status_code == 404
+
+
+def test_a_stream_request_that_fails_still_names_its_request_id(gateway) -> None:
+    response = httpx.get(f"{gateway.url}/v1/jobs/nothere",
+                         headers={"Accept": "text/event-stream", "X-Request-ID": "rq-404"})
+    assert response.status_code == 404
+    assert response.json()["error"] == "jobs.not_found"
+    assert response.headers.get_list("x-request-id") == ["rq-404"]
