@@ -9,6 +9,7 @@ both means nothing acceptable (406).
 from __future__ import annotations
 
 from enum import Enum
+from functools import lru_cache
 
 from starlette.requests import Request
 
@@ -62,6 +63,9 @@ def _quality(ranges: list[tuple[str, str, float]], rep: Representation) -> float
     return 0.0
 
 
+# Clients send a handful of distinct Accept headers, and every request is negotiated
+# twice (the access log, the endpoint): parse each header once.
+@lru_cache(maxsize=512)
 def negotiate(accept: str | None) -> Representation | None:
     """The representation to serve, or None when nothing acceptable is offered (406)."""
     if accept is None or not accept.strip():
