@@ -218,7 +218,27 @@ def _write(args: argparse.Namespace, plan: Plan, out: Path, results: dict[str, A
     path.write_text(json.dumps(document, indent=1, default=_round) + "\n")
     (out / "RESULTS.md").write_text(report.render(meta, rows, notes, unmet))
     print(f"bench: wrote {out / 'RESULTS.md'} and {path} ({elapsed:.0f}s)", file=sys.stderr)
+    if out.resolve() == HERE.resolve() and not plan.quick:
+        _update_readme(meta, rows)
     print(report.table(rows))
+
+
+README = HERE.parent / "README.md"
+_TABLE_START, _TABLE_END = "<!-- bench:table -->", "<!-- /bench:table -->"
+
+
+def _update_readme(meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """The README shows the latest full run's table (issue 5), between two markers."""
+    text = README.read_text()
+    if _TABLE_START not in text or _TABLE_END not in text:
+        print("bench: README.md has no bench:table markers; not updated", file=sys.stderr)
+        return
+    head, rest = text.split(_TABLE_START, 1)
+    _, tail = rest.split(_TABLE_END, 1)
+    body = (f"\n_From `{meta['command']}`, {meta['finished']}; details and profiles in "
+            f"[bench/RESULTS.md](bench/RESULTS.md)._\n\n{report.table(rows)}\n")
+    README.write_text(head + _TABLE_START + body + _TABLE_END + tail)
+    print("bench: updated the table in README.md", file=sys.stderr)
 
 
 def _relative(path: Path) -> str:
@@ -252,6 +272,8 @@ def _unmet(rows: list[dict[str, Any]], results: dict[str, Any],
                 lines.append(f"- {r['label']}: {report.fmt(r['gateway'])} {r['unit']} "
                              f"(goal {r['goal']}{versus})")
         lines.append("")
+        if scenario in report.READINGS:
+            lines += ["What bounds it, and what would move it:", "", report.READINGS[scenario], ""]
         context, bound_by_client = [], []
         for column, per_round in results.get(scenario, {}).items():
             extra = {k: median([m[k] for m in per_round if k in m])
@@ -289,6 +311,8 @@ def _render(out: Path) -> int:
     unmet = _unmet(rows, scenarios, document.get("profiles", {}))
     (out / "RESULTS.md").write_text(report.render(meta, rows, document.get("notes_kept", []),
                                                   unmet))
+    if out.resolve() == HERE.resolve() and meta.get("mode") == "full":
+        _update_readme(meta, rows)
     print(report.table(rows))
     return 0
 
