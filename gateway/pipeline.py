@@ -21,7 +21,7 @@ import logging
 import os
 
 from gateway.exceptions import BackendUnavailable
-from gateway.resp import RedisConnection, Reply
+from gateway.resp import RedisConnection, Refused, Reply
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -34,19 +34,37 @@ class Pipeline:
         self._connecting: asyncio.Task[RedisConnection] | None = None
 
     async def request(self, *args: str | bytes) -> Reply:
-        """Run one command; BackendUnavailable when Redis does not answer in time."""
-        conn = self._conn
-        try:
-            if conn is None or conn.closed.done():
-                async with asyncio.timeout(self._timeout):
-                    conn = await self._connected()
-            return await conn.request(*args, expire_after=self._timeout)
-        except TimeoutError:
-            if conn is not None:
-                conn.close()  # presumed dead (a silent network): the next read reconnects
-            raise BackendUnavailable(f"Redis did not answer {args[0]!r} in time") from None
-        except (ConnectionError, OSError) as exc:
-            raise BackendUnavailable(str(exc)) from exc
+        """Run one command; BackendUnavailable when Redis does not answer in time.
+
+        A command that fails on a connection opened before it (one that went stale while
+        idle, or broke under another request) is sent once more on a new connection:
+        these are reads, safe to repeat.
+        """
+        for attempt in (1, 2):
+            conn = self._conn
+            fresh = conn is None or not conn.usable
+            try:
+                if fresh:
+                    async with asyncio.timeout(self._timeout):
+                        conn = await self._connected()
+                assert conn is not None
+                return await conn.request(*args, expire_after=self._timeout)
+            except TimeoutError:
+                self._drop(conn)  # presumed dead (a silent network): the next read reconnects
+                raise BackendUnavailable(f"Redis did not answer {args[0]!r} in time") from None
+            except Refused as exc:
+                raise BackendUnavailable(str(exc)) from exc
+            except (ConnectionError, OSError) as exc:
+                self._drop(conn)
+                if fresh or attempt == 2:
+                    raise BackendUnavailable(str(exc)) from exc
+        raise AssertionError("unreachable")
+
+    def _drop(self, conn: RedisConnection | None) -> None:
+        if conn is not None:
+            conn.close()
+            if self._conn is conn:
+                self._conn = None
 
     async def _connected(self) -> RedisConnection:
         # Concurrent requests that find no connection share one attempt: a task, shielded,

@@ -16,9 +16,10 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import hiredis
+from redis.asyncio.connection import parse_url
 
 Reply = Any
 
@@ -30,6 +31,10 @@ def pack(*args: str | bytes) -> bytes:
         raw = arg.encode() if isinstance(arg, str) else arg
         out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(out)
+
+
+class Refused(ConnectionError):
+    """Redis answered a command with an error: the connection itself is fine."""
 
 
 def _expire(waiter: asyncio.Future[Reply]) -> None:
@@ -53,31 +58,31 @@ class RedisConnection(asyncio.Protocol):
     async def open(
         cls, url: str, on_reply: Callable[[Reply], None], *, name: str | None = None
     ) -> RedisConnection:
-        """Connect, authenticate, name the connection and select its database (the URL's
-        path, as redis-py reads it). Bound it with a timeout."""
+        """Connect, authenticate, name the connection and select its database. The URL is
+        read by redis-py's own parser, so that these connections and redis-py's agree on
+        host, credentials and database. Bound it with a timeout."""
         loop = asyncio.get_running_loop()
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
+        options = parse_url(url)
         protocol = cls(on_reply)
-        if parts.scheme == "unix":
-            await loop.create_unix_connection(lambda: protocol, parts.path)
+        if "path" in options:
+            await loop.create_unix_connection(lambda: protocol, options["path"])
         else:
-            context = ssl.create_default_context() if parts.scheme == "rediss" else None
+            secure = urlsplit(url).scheme == "rediss"
             await loop.create_connection(
-                lambda: protocol, parts.hostname or "127.0.0.1", parts.port or 6379, ssl=context
+                lambda: protocol,
+                options.get("host") or "127.0.0.1",
+                options.get("port") or 6379,
+                ssl=ssl.create_default_context() if secure else None,
             )
-        password = parts.password or next(iter(query.get("password", [])), None)
-        username = parts.username or next(iter(query.get("username", [])), None)
         try:
+            password, username = options.get("password"), options.get("username")
             if password:
-                auth = (unquote(username), unquote(password)) if username else (unquote(password),)
-                await protocol.request("AUTH", *auth)
+                await protocol.request("AUTH", *((username, password) if username else (password,)))
             # A name makes each process's connections easy to find in CLIENT LIST.
             await protocol.request("CLIENT", "SETNAME", name or f"gateway-hub-{os.getpid()}")
-            path_db = "" if parts.scheme == "unix" else (parts.path or "/").strip("/")
-            database = path_db or next(iter(query.get("db", [])), "0")
-            if database != "0":
-                await protocol.request("SELECT", database)
+            database = int(options.get("db") or 0)
+            if database:
+                await protocol.request("SELECT", str(database))
             # PING answers -LOADING while a restarted server reads its data back, and a
             # SUBSCRIBE sent then would be refused: only a PONG means ready.
             await protocol.request("PING")
@@ -86,6 +91,11 @@ class RedisConnection(asyncio.Protocol):
             raise
         return protocol
 
+    @property
+    def usable(self) -> bool:
+        """Open and not closing: a closed connection may not have said so yet."""
+        return self._transport is not None and not self._transport.is_closing()
+
     async def request(self, *args: str | bytes, expire_after: float | None = None) -> Reply:
         """A command with an ordinary reply (on a pub/sub connection: before SUBSCRIBE).
 
@@ -93,7 +103,7 @@ class RedisConnection(asyncio.Protocol):
         timer on the reply's future, no cancel scope and no task lookup (it runs per
         request, and those cost getpid() system calls on Python 3.11).
         """
-        if self._transport is None or self._transport.is_closing():
+        if not self.usable:
             raise ConnectionError("the Redis connection is closed")
         waiter: asyncio.Future[Reply] = self._loop.create_future()
         self._waiting.append(waiter)
@@ -107,7 +117,7 @@ class RedisConnection(asyncio.Protocol):
             finally:
                 timer.cancel()
         if isinstance(reply, hiredis.ReplyError):
-            raise ConnectionError(f"{args[0]!r} refused by Redis: {reply}")
+            raise Refused(f"{args[0]!r} refused by Redis: {reply}")
         return reply
 
     def send(self, *args: str | bytes) -> None:
@@ -124,8 +134,11 @@ class RedisConnection(asyncio.Protocol):
             self._transport.write(b"".join(out))
 
     def close(self) -> None:
+        # abort(), not close(): close() waits for the write buffer to drain, which on a
+        # connection that stopped reading is never, and connection_lost (what the hub and
+        # the pipeline wait for) would not come.
         if self._transport is not None:
-            self._transport.close()
+            self._transport.abort()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -153,7 +166,7 @@ class RedisConnection(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         if self._transport is not None:
-            self._transport.close()
+            self._transport.abort()
         for waiter in self._waiting:
             if not waiter.done():
                 waiter.set_exception(exc)
