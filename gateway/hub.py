@@ -45,8 +45,9 @@ class _Channel:
     def __init__(self) -> None:
         self.watchers: set[Watcher] = set()
         # One future per stream waiting for the SUBSCRIBE confirmation (a shared one would
-        # be cancelled for all when one waiter is), made only when someone waits.
-        self.ready: list[asyncio.Future[None]] = []
+        # be cancelled for all when one waiter is), made only when someone waits, and
+        # removed by its waiter whatever the outcome.
+        self.ready: set[asyncio.Future[None]] = set()
 
 
 class Hub:
@@ -242,12 +243,14 @@ class Hub:
             if self._conn is not None and name not in self._inflight:
                 continue
             confirmed: asyncio.Future[None] = loop.create_future()
-            self._channels[name].ready.append(confirmed)
+            ready = self._channels[name].ready
+            ready.add(confirmed)
             timer = loop.call_at(deadline, _expire, confirmed)
             try:
                 await confirmed
             finally:
                 timer.cancel()
+                ready.discard(confirmed)  # a failed wait must not keep the stream alive
 
     def _subscribe(self, names: list[bytes]) -> None:
         self._command(b"SUBSCRIBE", names)
@@ -294,7 +297,6 @@ class Hub:
             for confirmed in channel.ready:
                 if not confirmed.done():
                     confirmed.set_result(None)
-            channel.ready.clear()
 
     def dispatch(self, name: bytes, payload: bytes | Message) -> None:
         channel = self._channels.get(name)
