@@ -63,11 +63,14 @@ def _quality(ranges: list[tuple[str, str, float]], rep: Representation) -> float
     return 0.0
 
 
-# Clients send a handful of distinct Accept headers, and every request is negotiated
-# twice (the access log, the endpoint): parse each header once.
-@lru_cache(maxsize=512)
 def negotiate(accept: str | None) -> Representation | None:
     """The representation to serve, or None when nothing acceptable is offered (406)."""
+    if accept is not None and len(accept) > 256:
+        return _negotiate(accept)  # not cached: a client could fill the cache with these
+    return _negotiate_cached(accept)
+
+
+def _negotiate(accept: str | None) -> Representation | None:
     if accept is None or not accept.strip():
         return Representation.JSON
     ranges = _ranges(accept)
@@ -76,6 +79,11 @@ def negotiate(accept: str | None) -> Representation | None:
     if json_q == 0 and stream_q == 0:
         return None
     return Representation.STREAM if stream_q > json_q else Representation.JSON
+
+
+# Clients send a handful of distinct Accept headers, and every request is negotiated
+# twice (the access log, the endpoint): each short header is parsed once.
+_negotiate_cached = lru_cache(maxsize=512)(_negotiate)
 
 
 def requested(request: Request, allow: str) -> Representation:
