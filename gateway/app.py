@@ -241,4 +241,5 @@ def create_app(settings: Settings | None = None) -> AccessLog:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.gateway = state
     # The access log sees every request; event streams then bypass Starlette (gateway.front).
-    return AccessLog(Front(app, job=job, jobs=jobs))
+    front = Front(app, job=job, jobs=jobs)
+    return AccessLog(front, direct=front.serves)

@@ -34,10 +34,13 @@ class Front:
         self.jobs = jobs
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        endpoint = self._endpoint(scope) if scope["type"] == "http" else None
-        if endpoint is None:
+        matched = self._match(scope) if scope["type"] == "http" else None
+        if matched is None:
             await self.app(scope, receive, send)
             return
+        endpoint, job_id = matched
+        if job_id is not None:
+            scope["path_params"] = {"job_id": job_id}
         try:
             await endpoint(scope, receive, send)
         except Exception:
@@ -49,7 +52,11 @@ class Front:
             error = problems.ApiError(500, "internal", "an unexpected error; it has been logged")
             await problems.answer(scope, receive, send, error)
 
-    def _endpoint(self, scope: dict[str, Any]) -> RawEndpoint | None:
+    def serves(self, scope: dict[str, Any]) -> bool:
+        """Whether this request goes straight to a raw endpoint (see logs.AccessLog)."""
+        return self._match(scope) is not None
+
+    def _match(self, scope: dict[str, Any]) -> tuple[RawEndpoint, str | None] | None:
         if scope["method"] not in _READS:
             return None
         path: str = scope["path"]
@@ -57,11 +64,10 @@ class Front:
         if root and path.startswith(root):  # as Starlette's router sees it
             path = path[len(root):]
         if path == _JOBS:
-            return self.jobs
+            return self.jobs, None
         if path.startswith(_JOBS + "/"):
             job_id = path[len(_JOBS) + 1:]
             # The route /v1/jobs/{job_id}: one non-empty segment (the endpoint validates it).
             if job_id and "/" not in job_id:
-                scope["path_params"] = {"job_id": job_id}
-                return self.job
+                return self.job, job_id
         return None

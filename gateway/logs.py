@@ -14,6 +14,8 @@ import re
 import sys
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -28,8 +30,8 @@ _STANDARD = {*vars(logging.makeLogRecord({})), "color_message"}  # uvicorn adds 
 
 
 def redact_query(query: str) -> str:
-    if not _SECRET.search(query):
-        return query  # nothing that could name a secret (the common case, cheaply)
+    if "%" not in query and not _SECRET.search(query):
+        return query  # nothing that could name a secret, even encoded (the common case)
     pairs = parse_qsl(query, keep_blank_values=True)
     return urlencode([(k, "REDACTED" if _SECRET.search(k) else v) for k, v in pairs])
 
@@ -78,15 +80,22 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._batched = batched
         self._lines: list[str] = []
         self._interval = interval
-        self._start_flusher()
-        # A forked child has no threads but the one that forked: give it its own flusher.
-        os.register_at_fork(after_in_child=self._start_flusher)
+        self._flusher: threading.Thread | None = None
+        _BATCHED.add(self)
 
-    def _start_flusher(self) -> None:
-        threading.Thread(target=self._flush_periodically, name="log-flush", daemon=True).start()
+    def _forked(self) -> None:
+        # A forked child has no thread but the one that forked, and the parent writes the
+        # lines that were waiting; the child starts its own flusher when it first logs
+        # (not now: a fork that execs at once, as subprocess does, should start nothing).
+        self._lines = []
+        self._flusher = None
 
     def emit(self, record: logging.LogRecord) -> None:
         # Called with self.lock held (Handler.handle).
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_periodically, name="log-flush", daemon=True)
+            self._flusher.start()
         try:
             self._lines.append(self.format(record) + self.terminator)
         except Exception:
@@ -113,6 +122,17 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             time.sleep(self._interval)
             if self._lines:
                 self.flush()
+
+
+_BATCHED: weakref.WeakSet[BatchedStreamHandler] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for handler in list(_BATCHED):
+        handler._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def configure(level: str) -> None:
@@ -147,21 +167,30 @@ class AccessLog:
     frame (DESIGN.md section 5). Their endpoint records the status in the scope state.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, direct: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.app = app
+        # Which requests reach a raw endpoint (gateway.front): only there does a stream
+        # get its send unwrapped, because only there does the endpoint add the header.
+        self._direct = direct
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.fullmatch(given) else _new_request_id()
+        given = accept = None
+        for name, value in scope.get("headers") or ():
+            # The first of each, as Starlette's Headers.get reads them for the endpoint.
+            if name == b"accept" and accept is None:
+                accept = value.decode("latin-1")
+            elif name == b"x-request-id" and given is None:
+                given = value.decode("latin-1")
+        request_id = given if given and _REQUEST_ID.fullmatch(given) else _new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
-        stream = scope["method"] in ("GET", "HEAD") and negotiate(
-            headers.get(b"accept", b"").decode("latin-1") or None) is Representation.STREAM
+        stream = (scope["method"] in ("GET", "HEAD")
+                  and (self._direct is None or self._direct(scope))
+                  and negotiate(accept or None) is Representation.STREAM)
         state["stream"] = stream  # its send is not wrapped: see problems.answer
         if stream:
             outgoing = send

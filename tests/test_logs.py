@@ -14,6 +14,17 @@ from gateway.worker import SyncWorker
 def test_redaction_of_query_parameters() -> None:
     assert redact_query("api_key=s3cret&x=1&token=t&X-Amz-Signature=abc") == (
         "api_key=REDACTED&x=1&token=REDACTED&X-Amz-Signature=REDACTED")
+    # Names spelled with percent-escapes are decoded before they are judged.
+    assert redact_query("%74oken=abc&api%5Fk%65y=s3cr3t") == "token=REDACTED&api_key=REDACTED"
+    assert redact_query("job_id=a&job_id=b") == "job_id=a&job_id=b"
+
+
+def test_routes_outside_the_stream_path_keep_their_request_id(gateway) -> None:
+    """Accept: text/event-stream on a route that has no stream is an ordinary request."""
+    for method, path in (("HEAD", "/healthz"), ("GET", "/healthz"), ("GET", "/v1/jobs/a/b")):
+        response = httpx.request(method, f"{gateway.url}{path}",
+                                 headers={"Accept": "text/event-stream", "X-Request-ID": "rq-1"})
+        assert response.headers.get_list("x-request-id") == ["rq-1"], (method, path)
 
 
 def _access_lines(gateway) -> list[dict]:
