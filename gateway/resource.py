@@ -15,7 +15,7 @@ from gateway.events import HEARTBEAT
 from gateway.negotiation import Representation, last_event_id, requested
 from gateway.state import TENANT, AppState, RawEndpoint
 from gateway.store import Record
-from gateway.streams import job_stream, stream_head
+from gateway.streams import job_stream, opening_event, stream_head
 from gateway.watcher import Watcher
 
 # DESIGN.md section 2: the polite polling interval of a job that is not done, and the
@@ -51,9 +51,12 @@ class JobEndpoint(RawEndpoint):
         state = self.state
         if representation is Representation.STREAM:
             if request.method == "HEAD":
-                if await state.store.read(TENANT, job_id) is None:
+                record = await state.store.read(TENANT, job_id)
+                if record is None:
                     raise problems.not_found(job_id)
-                await stream_head(send, request.scope.setdefault("state", {}))
+                past_end = record.terminal and opening_event(record, last_event_id(request)) is None
+                await stream_head(send, request.scope.setdefault("state", {}),
+                                  204 if past_end else 200)
                 return None
             return job_stream(
                 request.receive,

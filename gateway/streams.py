@@ -37,9 +37,10 @@ def response_start(state: dict[str, Any], status: int) -> dict[str, Any]:
     return {"type": "http.response.start", "status": status, "headers": headers}
 
 
-async def stream_head(send: Any, state: dict[str, Any]) -> None:
-    """``HEAD`` with ``Accept: text/event-stream``: the stream's headers, and no stream."""
-    await send(response_start(state, 200))
+async def stream_head(send: Any, state: dict[str, Any], status: int = 200) -> None:
+    """``HEAD`` with ``Accept: text/event-stream``: the status and headers a GET would
+    start with, and no stream."""
+    await send(response_start(state, status))
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -223,8 +223,9 @@ def test_requests_beyond_the_redis_pool_wait_for_a_connection(start_gateway, wor
 
 
 def test_a_redis_database_other_than_0(start_gateway, redis_server: EmbeddedRedis) -> None:
-    """``REDIS_URL=redis://host:port/3``: reads, streams and writes all use database 3."""
-    url = f"{redis_server.url.rstrip('/').rsplit('/', 1)[0]}/3"
+    """``REDIS_URL=redis://host:port/03``: reads, streams and writes all use database 3
+    (read as redis-py reads it: the leading zero is no problem)."""
+    url = f"{redis_server.url.rstrip('/').rsplit('/', 1)[0]}/03"
     gateway = start_gateway(url)
     with SyncWorker.from_url(url) as worker:
         worker.create("db3")

@@ -360,6 +360,14 @@ def test_head_of_a_stream_gives_its_headers_and_ends(gateway, worker: SyncWorker
             assert len(response.headers.get_list("x-request-id")) == 1
         missing = client.head(f"{gateway.url}/v1/jobs/nothere", headers=stream)
         assert missing.status_code == 404
+        # As GET would: past the terminal change, 204.
+        worker.cancel("hd")
+        last = client.get(f"{gateway.url}/v1/jobs/hd").json()["version"]
+        assert last == 2
+        events = read_events(f"{gateway.url}/v1/jobs/hd")[1]
+        ended = client.head(f"{gateway.url}/v1/jobs/hd",
+                            headers={**stream, "Last-Event-ID": events[-1].id})
+        assert ended.status_code == 204
 
 
 def test_a_stream_request_that_fails_still_names_its_request_id(gateway) -> None:
