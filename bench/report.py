@@ -174,7 +174,7 @@ def profile_text(name: str, profile: Profile, path: str) -> str:
 # Rewrite them when the gateway changes; RESULTS.md prints them under the missed goal.
 READINGS = {
     "idle": """\
-Opening a stream costs the gateway about 150 µs of CPU (`server_us_per_stream` above)
+Opening a stream costs the gateway about 140 µs of CPU (`server_us_per_stream` above)
 against nchan's 35 µs, and the gateway is at 95 % of a core while the load generator is
 not; nchan's rate is capped by the load generator, so the true ratio is lower still. A
 500 Hz py-spy profile of 8,000 stream opens (by hand, same build) splits the time so:
@@ -185,7 +185,7 @@ calls are a quarter in all (uvicorn's two per stream, and the gateway's SUBSCRIB
 snapshot read, batched per turn of the event loop but still 13 %); what the contract asks
 of every stream and nchan does not do (subscribe, wait for Redis to confirm, then read the
 snapshot, DESIGN.md section 3) is about 15 %; the rest is spread thin (negotiation, the
-access log, request ids, header parsing). This version moved it from 1,790 to about 6,100
+access log, request ids, header parsing). This version moved it from 1,790 to about 6,500
 streams/s: Starlette's middleware and router left the stream path (`gateway/front.py`), the
 garbage collector no longer rescans every open stream (`gc.freeze()` after start-up and a
 50,000 young-generation threshold), snapshot reads go through one pipelined hiredis
@@ -206,7 +206,7 @@ pipelined HMGET, a `write()` and a `read()` per batch), the response and its hea
 (ETag, Retry-After, Vary, X-Request-ID), and the way through the access-log middleware to
 the endpoint. The naive app's JSON endpoint is a plain Starlette route with one redis-py
 GET, quicker than its streams suggest, which makes 3x it a high bar. This version moved
-the gateway from 4,200 to about 15,000 req/s (1.75x naive): the reads left redis-py for a
+the gateway from 4,200 to 14,000-15,000 req/s (about 1.8x naive): the reads left redis-py for a
 pipelined hiredis connection, Starlette's stack left the path, and the access log got
 cheaper (no query re-encoding, one JSON encoder, lines written in batches). What would
 move it further: a cheaper or sampled access log (`GATEWAY_LOG_LEVEL=warning` turns it
