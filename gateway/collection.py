@@ -97,7 +97,7 @@ class JobsEndpoint(RawEndpoint):
             await response(request.scope, request.receive, send)
             return None
         if request.method == "HEAD":
-            await state.store.epoch(TENANT)  # what a GET touches first: an outage is a 503
+            await state.store.epoch(TENANT)  # one Redis round trip: an outage is a 503, as for GET
             await stream_head(send, request.scope.setdefault("state", {}))
             return None
         return jobs_stream(request.receive, send, hub=state.hub, store=state.store, tenant=TENANT,

@@ -23,6 +23,7 @@ log = logging.getLogger("gateway.front")
 
 _JOBS = "/v1/jobs"
 _READS = ("GET", "HEAD")
+_ROUTE = "gateway.route"  # a scope key: what serves() matched, for __call__ to reuse
 
 
 class Front:
@@ -34,7 +35,11 @@ class Front:
         self.jobs = jobs
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        matched = self._match(scope) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # The access log asked serves() already for most requests: its answer is reused.
+        matched = scope.pop(_ROUTE) if _ROUTE in scope else self._match(scope)
         if matched is None:
             await self.app(scope, receive, send)
             return
@@ -54,7 +59,8 @@ class Front:
 
     def serves(self, scope: dict[str, Any]) -> bool:
         """Whether this request goes straight to a raw endpoint (see logs.AccessLog)."""
-        return self._match(scope) is not None
+        matched = scope[_ROUTE] = self._match(scope)
+        return matched is not None
 
     def _match(self, scope: dict[str, Any]) -> tuple[RawEndpoint, str | None] | None:
         if scope["method"] not in _READS:

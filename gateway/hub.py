@@ -21,7 +21,7 @@ import anyio
 from gateway.events import Message
 from gateway.exceptions import BackendUnavailable
 from gateway.metrics import STATS
-from gateway.resp import RedisConnection, Reply
+from gateway.resp import RedisConnection, Reply, fail_at
 from gateway.watcher import Watcher
 
 log = logging.getLogger("gateway.hub")
@@ -33,10 +33,8 @@ Publish = Callable[[str, bytes], Awaitable[object]]
 MAX_MESSAGE_BYTES = 1 << 20
 
 
-def _expire(confirmed: asyncio.Future[None]) -> None:
-    if not confirmed.done():
-        confirmed.set_exception(
-            BackendUnavailable("Redis did not confirm the subscription in time"))
+def _not_confirmed() -> BackendUnavailable:
+    return BackendUnavailable("Redis did not confirm the subscription in time")
 
 
 class _Channel:
@@ -234,9 +232,8 @@ class Hub:
             self._unsubscribe(gone)
 
     async def _until_subscribed(self, names: list[bytes]) -> None:
-        # Futures and one timer on the hub's loop: this runs for every stream that opens,
-        # and a cancel scope (anyio's or asyncio.timeout) looks up the loop and the task,
-        # each a getpid() system call on Python 3.11.
+        # Futures failed by a timer (resp.fail_at), not a cancel scope: this runs for
+        # every stream that opens.
         loop = self._loop
         deadline = loop.time() + self._subscribe_timeout
         for name in names:
@@ -245,7 +242,7 @@ class Hub:
             confirmed: asyncio.Future[None] = loop.create_future()
             ready = self._channels[name].ready
             ready.add(confirmed)
-            timer = loop.call_at(deadline, _expire, confirmed)
+            timer = fail_at(loop, confirmed, deadline, _not_confirmed)
             try:
                 await confirmed
             finally:

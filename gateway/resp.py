@@ -37,9 +37,22 @@ class Refused(ConnectionError):
     """Redis answered a command with an error: the connection itself is fine."""
 
 
-def _expire(waiter: asyncio.Future[Reply]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
+def fail_at(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], when: float,
+    error: Callable[[], BaseException],
+) -> asyncio.TimerHandle:
+    """Fail ``future`` with ``error()`` at loop time ``when`` unless it is done by then.
+
+    A timer on the future instead of a cancel scope: the hot paths (every read, every
+    stream's subscription) need no task lookup, which costs a getpid() on Python 3.11.
+    Cancel the returned handle once the future is done.
+    """
+    return loop.call_at(when, _fail_pending, future, error)
+
+
+def _fail_pending(future: asyncio.Future[Any], error: Callable[[], BaseException]) -> None:
+    if not future.done():
+        future.set_exception(error())
 
 
 class RedisConnection(asyncio.Protocol):
@@ -99,9 +112,7 @@ class RedisConnection(asyncio.Protocol):
     async def request(self, *args: str | bytes, expire_after: float | None = None) -> Reply:
         """A command with an ordinary reply (on a pub/sub connection: before SUBSCRIBE).
 
-        With ``expire_after`` (seconds), TimeoutError once it passed without a reply: a
-        timer on the reply's future, no cancel scope and no task lookup (it runs per
-        request, and those cost getpid() system calls on Python 3.11).
+        With ``expire_after`` (seconds), TimeoutError once it passed without a reply.
         """
         if not self.usable:
             raise ConnectionError("the Redis connection is closed")
@@ -111,7 +122,7 @@ class RedisConnection(asyncio.Protocol):
         if expire_after is None:
             reply = await waiter
         else:
-            timer = self._loop.call_later(expire_after, _expire, waiter)
+            timer = fail_at(self._loop, waiter, self._loop.time() + expire_after, TimeoutError)
             try:
                 reply = await waiter
             finally:
