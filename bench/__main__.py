@@ -3,9 +3,23 @@
     python -m bench                       # the full run (about 9 minutes on 2 cores)
     python -m bench --quick               # small counts, under 2 minutes: a smoke test
     python -m bench --scenarios fanout,latency --contenders gateway,nchan
+    python -m bench --quick --baseline 2e99cdd   # this tree's gateway against that build
 
 A full run writes bench/RESULTS.md and bench/results.json (a run of some scenarios
 updates just those in them); a quick run writes bench/quick/.
+
+``--baseline REF`` (any git ref or commit of this repository) compares the gateway with an
+earlier build of itself in the same run, as ratios within one run are the only fair
+comparison: REF is checked out into a detached ``git worktree`` in a temporary directory
+(removed at the end, also on failure), and one more column, ``baseline``, runs that tree's
+``python -m gateway serve`` exactly as the ``gateway`` column runs this tree's (same venv;
+``cwd`` and ``PYTHONPATH`` point at the worktree, and the bench checks that the package is
+imported from there). It runs in every scenario the gateway runs in, just before the
+gateway so that drift affects both alike, but not in the ``gateway x2`` round, profiling
+or what-if rounds. The table gains ``baseline`` and ``gateway/baseline`` columns. The
+baseline column is implied by ``--baseline``: ``--contenders`` need not name it (it may,
+as ``baseline``), but it must include ``gateway``. Only the server differs: Redis, the
+load generator and the workers' side (the publisher's ``gateway.worker``) are this tree's.
 """
 
 from __future__ import annotations
@@ -29,13 +43,26 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, whatif
-from bench.contenders import Contender, Gateway, Naive, Nchan, ensure_tools, fd_limit, nginx_binary
+from bench.baseline import Source, worktree
+from bench.contenders import (
+    Baseline,
+    Contender,
+    Gateway,
+    Naive,
+    Nchan,
+    ensure_tools,
+    fd_limit,
+    nginx_binary,
+)
 from bench.measure import median, py_spy
 from bench.plan import Bench, Plan
 from bench.scenarios import SCENARIOS, memory_probe
 
 HERE = Path(__file__).parent
-ORDER = ("nchan", "naive", "gateway")  # the gateway last: its profile round can follow
+# The gateway last: its profile round can follow. The baseline (--baseline) right before
+# it, so that the two builds are measured back to back.
+ORDER = ("nchan", "naive", "baseline", "gateway")
+CONTENDERS = ("nchan", "naive", "gateway")  # the default of --contenders
 _CLIENT_RESERVE = 200
 
 
@@ -44,13 +71,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts, under 2 minutes")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    parser.add_argument("--contenders", default=",".join(ORDER),
-                        help="comma-separated subset of gateway,naive,nchan")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+                        help="comma-separated subset of gateway,naive,nchan (with "
+                             "--baseline, baseline is added; gateway must be in it)")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; quick 1)")
     parser.add_argument("--profile", choices=("unmet", "all", "none"),
                         help="py-spy round of the gateway for scenarios whose goal is unmet "
                              "(default for a full run), for every scenario, or none "
                              "(default for a quick run)")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run the gateway of git ref REF (a temporary worktree) as "
+                             "the column `baseline`, and show gateway/baseline")
     parser.add_argument("--out", type=Path, help="where RESULTS.md and results.json go")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: write RESULTS.md again from results.json")
@@ -60,13 +91,29 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.scenarios) - set(SCENARIOS) | set(args.contenders) - set(ORDER)
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
+    if args.baseline is not None:
+        if args.render:
+            parser.error("--render measures nothing: --baseline does not go with it")
+        if "gateway" not in args.contenders:
+            parser.error("--baseline compares with the gateway: --contenders must include "
+                         "gateway")
+        if "baseline" not in args.contenders:
+            args.contenders.append("baseline")
+    elif "baseline" in args.contenders:
+        parser.error("the baseline contender needs --baseline REF")
     return args
 
 
-def _factory(column: str, plan: Plan, workdir: Path, scenario: str) -> Callable[[], Contender]:
+def _factory(column: str, plan: Plan, workdir: Path, scenario: str,
+             baseline: Source | None = None) -> Callable[[], Contender]:
     beat = plan.heartbeat_seconds if scenario == "heartbeat" else None
     if column == "gateway":
         return lambda: Gateway(workdir, heartbeat=beat)
+    if column == "baseline":
+        if baseline is None:
+            raise ValueError("the baseline contender needs --baseline REF")
+        source = baseline.path
+        return lambda: Baseline(workdir, source, heartbeat=beat)
     if column == "naive":
         return lambda: Naive(workdir, heartbeat=beat)
     return lambda: Nchan(workdir, heartbeat=beat)
@@ -117,7 +164,7 @@ def _machine(wrk: str | None) -> dict[str, str]:
     }
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, baseline: Source | None = None) -> int:
     started = time.monotonic()
     limit = fd_limit()
     plan = Plan.quick_plan() if args.quick else Plan()
@@ -145,7 +192,7 @@ async def _run(args: argparse.Namespace) -> int:
         for scenario in args.scenarios:
             results[scenario] = {}
             for column in (c for c in ORDER if c in contenders):
-                make = _factory(column, plan, workdir, scenario)
+                make = _factory(column, plan, workdir, scenario, baseline)
                 await _measure(bench, scenario, make, plan.rounds, column, results[scenario])
                 if scenario == "throughput" and column == "gateway":
                     await _measure(bench, scenario, lambda: Gateway(workdir, processes=2),
@@ -156,7 +203,7 @@ async def _run(args: argparse.Namespace) -> int:
     finally:
         pool.shutdown(cancel_futures=True)
         shutil.rmtree(workdir, ignore_errors=True)
-    _write(args, plan, out, results, bench, time.monotonic() - started)
+    _write(args, plan, out, results, bench, time.monotonic() - started, baseline)
     return 0
 
 
@@ -187,7 +234,7 @@ async def _profile(bench: Bench, rows: list[dict[str, Any]], results: dict[str, 
 
 
 def _write(args: argparse.Namespace, plan: Plan, out: Path, results: dict[str, Any],
-           bench: Bench, elapsed: float) -> None:
+           bench: Bench, elapsed: float, baseline: Source | None = None) -> None:
     path = out / "results.json"
     previous: dict[str, Any] = {}
     if path.exists() and set(args.scenarios) != set(SCENARIOS):
@@ -197,9 +244,19 @@ def _write(args: argparse.Namespace, plan: Plan, out: Path, results: dict[str, A
             previous = {}
     finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     # Per contender: a run of some contenders keeps the others' numbers of that scenario.
+    # The baseline's numbers go with the gateway's of the same run, never with another's.
     merged = dict(previous.get("scenarios", {}))
+    baselines: dict[str, str] = dict(previous.get("meta", {}).get("baseline", {}))
     for scenario, per_contender in results.items():
-        merged[scenario] = {**merged.get(scenario, {}), **per_contender}
+        kept, fresh = merged.get(scenario, {}), dict(per_contender)
+        if "gateway" in fresh:
+            kept = {k: v for k, v in kept.items() if k != "baseline"}
+            baselines.pop(scenario, None)
+        elif fresh.pop("baseline", None) is not None:
+            bench.note(f"{scenario} / baseline: not kept, as the gateway failed in this run")
+        merged[scenario] = {**kept, **fresh}
+        if baseline is not None and "baseline" in fresh:
+            baselines[scenario] = baseline.label
     measured_at = {**previous.get("measured_at", {}), **{s: finished for s in results}}
     profiles = {**previous.get("profiles", {}), **{
         name: {"path": _relative(p.path), "text": report.profile_text(name, p, _relative(p.path))}
@@ -209,10 +266,15 @@ def _write(args: argparse.Namespace, plan: Plan, out: Path, results: dict[str, A
     notes = list(dict.fromkeys([*previous.get("notes_kept", []), *bench.notes,
                                 *_scale_notes(plan)]))
     unmet = _unmet(rows, merged, profiles)
-    meta = {"command": "scripts/bench" + (" --quick" if plan.quick else ""),
+    command = "scripts/bench" + (" --quick" if plan.quick else "")
+    if baseline is not None:
+        command += f" --baseline {baseline.ref}"
+    meta = {"command": command,
             "finished": finished, "mode": "quick" if plan.quick else "full",
             "elapsed_s": elapsed, "machine": _machine(bench.wrk), "plan": dataclasses.asdict(plan),
             "measured_at": measured_at, "ran": list(results)}
+    if baselines:  # which build the baseline column is, per scenario
+        meta["baseline"] = {s: baselines[s] for s in merged if s in baselines}
     document = {"meta": meta, "measured_at": measured_at, "summary": rows, "scenarios": merged,
                 "profiles": profiles, "notes_kept": notes}
     path.write_text(json.dumps(document, indent=1, default=_round) + "\n")
@@ -321,11 +383,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if args.render:
         return _render(args.out or (HERE / "quick" if args.quick else HERE))
+    if args.baseline is None:
+        return _main(args, None)
+    with worktree(args.baseline) as source:
+        return _main(args, source)
+
+
+def _main(args: argparse.Namespace, baseline: Source | None) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_run(args))
-    return uvloop.run(_run(args))
+        return asyncio.run(_run(args, baseline))
+    return uvloop.run(_run(args, baseline))
 
 
 if __name__ == "__main__":

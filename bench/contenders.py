@@ -3,7 +3,9 @@
 Three contenders (issue 5): this gateway (one process, or two behind one Redis), the naive
 Starlette + sse-starlette app of ``bench/naive_app.py``, and nginx + nchan (memory store,
 one worker) as the reference peer written in C. Each gets a fresh server per measured
-round, so that one round's memory and connections never leak into the next.
+round, so that one round's memory and connections never leak into the next. With
+``--baseline REF`` a fourth, ``Baseline``, is the gateway of an earlier build (REF checked
+out by ``bench/baseline.py``), started exactly as the gateway is.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from types import TracebackType
 
 import redis
 
+from bench.baseline import source_env
 from bench.publish import Target
 from gateway.embedded import EmbeddedRedis, free_port
 
@@ -192,6 +195,7 @@ class _WithRedis(Contender):
         super().__init__(workdir)
         self.redis: EmbeddedRedis | None = None
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.cwd: Path | None = None  # where the servers start (None: the bench's own)
 
     def _start_redis(self) -> str:
         self.redis = EmbeddedRedis().__enter__()
@@ -207,7 +211,8 @@ class _WithRedis(Contender):
         log = self.workdir / f"{self.name.replace(' ', '-')}-{port}.log"
         with log.open("wb") as out:
             process = subprocess.Popen([*argv, "--port", str(port)], env=env, stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=self.cwd)
         self.processes.append(process)
         self.ports.append(port)
         _wait_http(port, ready_path, process, log)
@@ -257,6 +262,20 @@ class Gateway(_WithRedis):
                     "*sys.argv[1:]]; sys.exit(main())"]
         for _ in range(self.count):
             self._spawn(argv, env, "/readyz")
+
+
+class Baseline(Gateway):
+    """The gateway of an earlier build: the same ``python -m gateway serve`` (same
+    interpreter and venv, one process), run in the worktree at source with it first on
+    ``PYTHONPATH``, so that it imports that tree's ``gateway`` package (which
+    ``bench.baseline.check_import`` verified for this cwd and environment)."""
+
+    column = "baseline"
+
+    def __init__(self, workdir: Path, source: Path, heartbeat: float | None = None) -> None:
+        super().__init__(workdir, heartbeat=heartbeat, env=source_env(source))
+        self.cwd = source
+        self.name = "baseline"
 
 
 class Naive(_WithRedis):

@@ -9,6 +9,7 @@ from typing import Any
 from bench.measure import Profile, median
 
 COLUMNS = ("gateway", "naive", "nchan")
+BASELINE = "baseline"  # the gateway of an earlier build (--baseline REF), when one ran
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,11 @@ def _count(label: str) -> str:
 
 
 def summary(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[dict[str, Any]]:
-    """One row per scenario metric: the median per contender, the ratio, the goal."""
+    """One row per scenario metric: the median per contender, the ratio, the goal.
+
+    Where a baseline ran (in any scenario), every row has its median and the ratio
+    ``gateway_over_baseline`` too (NaN where there is none); otherwise neither key."""
+    with_baseline = any(BASELINE in rounds for rounds in results.values())
     out: list[dict[str, Any]] = []
     for row in ROWS:
         rounds = results.get(row.scenario)
@@ -125,29 +130,47 @@ def summary(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[dict[
                     continue
                 nchan = values["nchan"]
                 ratio = values["gateway"] / nchan if nchan == nchan and nchan else math.nan
+                versus: dict[str, float] = {}
+                if with_baseline:
+                    # Only the one-process gateway has a baseline to compare with.
+                    base = (median([m[key] for m in rounds.get(BASELINE, []) if key in m])
+                            if gateway_name == "gateway" else math.nan)
+                    versus = {BASELINE: base, "gateway_over_baseline":
+                              values["gateway"] / base if base == base and base else math.nan}
                 compared, met = (row.goal.check(values["gateway"], values)
                                  if row.goal else (None, None))
                 out.append({"scenario": row.scenario, "metric": key, "label": text + suffix,
-                            "unit": row.unit, **values, "gateway_over_nchan": ratio,
+                            "unit": row.unit, **values, "gateway_over_nchan": ratio, **versus,
                             "goal": row.goal.text if row.goal else "",
                             "compared": compared, "met": met,
                             "rounds": {c: len(rounds.get(c, [])) for c in rounds}})
     return out
 
 
+def _ratio(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}x"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| scenario | metric | gateway | naive | nchan | gateway/nchan | goal | met? |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    """The summary as a Markdown table; with the baseline's two columns after the gateway's
+    where a baseline ran."""
+    with_baseline = any(BASELINE in r for r in rows)
+    base_head, base_rule = ("baseline | gateway/baseline | ", "---: | ---: | ") if (
+        with_baseline) else ("", "")
+    lines = [f"| scenario | metric | gateway | {base_head}naive | nchan | gateway/nchan | goal "
+             "| met? |",
+             f"| --- | --- | ---: | {base_rule}---: | ---: | ---: | --- | --- |"]
     for r in rows:
         unit = f" ({r['unit']})" if r["unit"] else ""
         goal = r["goal"]
         if goal and r["compared"] is not None and "x" in goal and "nchan" not in goal:
             goal += f" (is {r['compared']:.2f}x)"
         met = {True: "yes", False: "**no**", None: "-" if not goal else "n/a"}[r["met"]]
-        ratio = r["gateway_over_nchan"]
-        lines.append(f"| {r['scenario']} | {r['label']}{unit} | {fmt(r['gateway'])} | "
+        base = (f"{fmt(r.get(BASELINE))} | {_ratio(r.get('gateway_over_baseline', math.nan))} | "
+                if with_baseline else "")
+        lines.append(f"| {r['scenario']} | {r['label']}{unit} | {fmt(r['gateway'])} | {base}"
                      f"{fmt(r['naive'])} | {fmt(r['nchan'])} | "
-                     f"{'-' if ratio != ratio else f'{ratio:.2f}x'} | {goal} | {met} |")
+                     f"{_ratio(r['gateway_over_nchan'])} | {goal} | {met} |")
     return "\n".join(lines)
 
 
@@ -260,6 +283,8 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], notes: list[str],
         "`results.json` (rounds per contender there too); ratios are gateway / nchan in "
         "the same run. Regenerate with `scripts/bench`.",
         "",
+        *([_baseline_text(meta["baseline"], list(meta.get("measured_at", {}))), ""]
+          if meta.get("baseline") else []),
         *(["Scenarios measured at different times (a run of some scenarios keeps the "
            "others): " + ", ".join(
             f"{k} {v}" for k, v in meta["measured_at"].items()), ""]
@@ -276,6 +301,19 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], notes: list[str],
     parts += ["## Goals not met: what bounds them", ""]
     parts += unmet or ["Every goal that this run could judge is met."]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _baseline_text(builds: dict[str, str], scenarios: list[str]) -> str:
+    """Which build the baseline column is (per scenario, where not the same in all)."""
+    labels = list(dict.fromkeys(builds.values()))
+    if len(labels) == 1 and set(builds) >= set(scenarios):
+        which = f"the gateway of `{labels[0]}`"
+    else:
+        which = "the gateway of " + ", ".join(f"`{b}` in {s}" for s, b in builds.items())
+    return (f"`baseline` is {which}, from a git worktree, started as the gateway is and "
+            "measured just before it in each scenario of the same run; gateway/baseline is "
+            "their ratio (for latency, CPU and memory below 1x is an improvement, for rates "
+            "above).")
 
 
 def _source(where: str) -> str:
