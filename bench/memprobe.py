@@ -21,8 +21,8 @@ from typing import Any
 
 import uvicorn
 
-from gateway import logs
 from gateway.app import create_app
+from gateway.observability import logs
 from gateway.settings import Settings
 
 

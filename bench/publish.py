@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import redis
 
-from gateway import SyncWorker, changes
-from gateway.exceptions import JobAlreadyExists
-from gateway.keys import DEFAULT_TENANT
+from gateway import SyncWorker
+from gateway.contract import script as changes
+from gateway.contract.keys import DEFAULT_TENANT
+from gateway.errors import JobAlreadyExists
 
 _PIPELINE = 200  # updates per pipelined batch (burst and setup)
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:[ \t]*([0-9]+)")

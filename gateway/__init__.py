@@ -1,6 +1,6 @@
 """Job status gateway: one URL per conversion job, JSON snapshot or live Server-Sent Events."""
 
-from gateway.exceptions import (
+from gateway.errors import (
     BackendUnavailable,
     ChangeRefused,
     GatewayError,

@@ -13,8 +13,10 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from gateway import changes, keys, problems
-from gateway.exceptions import InvalidTransition, JobNotFound
+from gateway import problems
+from gateway.contract import keys
+from gateway.contract import script as changes
+from gateway.errors import InvalidTransition, JobNotFound
 from gateway.state import TENANT, AppState
 
 

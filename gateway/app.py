@@ -23,15 +23,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import changes, keys, problems
+from gateway import problems
 from gateway.actions import cancel_job, delete_job, download
 from gateway.collection import JobsEndpoint
-from gateway.events import retry_frame
-from gateway.exceptions import BackendUnavailable, InvalidUpdate, JobAlreadyExists
+from gateway.contract import keys
+from gateway.contract import script as changes
+from gateway.contract.events import retry_frame
+from gateway.errors import BackendUnavailable, InvalidUpdate, JobAlreadyExists
 from gateway.front import Front
 from gateway.hub import Hub
-from gateway.logs import AccessLog
-from gateway.metrics import Metrics
+from gateway.observability.logs import AccessLog
+from gateway.observability.metrics import Metrics
 from gateway.resource import JobEndpoint
 from gateway.resync import resync
 from gateway.settings import Settings, SettingsError

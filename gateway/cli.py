@@ -14,16 +14,16 @@ from typing import Any
 
 import redis.exceptions
 
-from gateway.exceptions import ChangeRefused
+from gateway.errors import ChangeRefused
 from gateway.settings import Settings, SettingsError
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway import logs
     from gateway.app import create_app
     from gateway.embedded import EmbeddedRedis
+    from gateway.observability import logs
 
     settings = Settings.from_env()
     logs.configure(settings.log_level)
@@ -126,7 +126,7 @@ def _job_commands(sub: Any) -> None:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from gateway.watch import watch
+    from gateway.client.watch import watch
 
     if bool(args.job_ids) == bool(args.all):
         print("gateway watch: name job ids, or --all for every job of the tenant",

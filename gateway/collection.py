@@ -8,8 +8,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import keys, problems
-from gateway.events import TERMINAL
+from gateway import problems
+from gateway.contract import keys
+from gateway.contract.events import TERMINAL
 from gateway.multistream import MAX_JOB_IDS, jobs_stream
 from gateway.negotiation import Representation, last_event_id, requested
 from gateway.state import TENANT, RawEndpoint

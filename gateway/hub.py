@@ -18,9 +18,9 @@ from typing import Any
 
 import anyio
 
-from gateway.events import Message
-from gateway.exceptions import BackendUnavailable
-from gateway.metrics import STATS
+from gateway.contract.events import Message
+from gateway.errors import BackendUnavailable
+from gateway.observability.metrics import STATS
 from gateway.resp import RedisConnection, Reply, fail_at
 from gateway.watcher import Watcher
 

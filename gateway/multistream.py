@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway import keys
-from gateway.events import EventId, Message, retry_frame
+from gateway.contract import keys
+from gateway.contract.events import EventId, Message, retry_frame
 from gateway.hub import Hub
 from gateway.store import Store
 from gateway.streams import response_start, wait_for_disconnect

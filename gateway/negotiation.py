@@ -14,7 +14,7 @@ from functools import lru_cache
 from starlette.requests import Request
 
 from gateway import problems
-from gateway.events import EventId
+from gateway.contract.events import EventId
 
 
 class Representation(Enum):

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import os
 
-from gateway.exceptions import BackendUnavailable
+from gateway.errors import BackendUnavailable
 from gateway.resp import RedisConnection, Refused, Reply
 
 log = logging.getLogger("gateway.pipeline")

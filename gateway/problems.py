@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from gateway.exceptions import BackendUnavailable
+from gateway.errors import BackendUnavailable
 
 VARY = {"Vary": "Accept"}
 

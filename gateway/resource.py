@@ -10,8 +10,9 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import keys, problems
-from gateway.events import HEARTBEAT
+from gateway import problems
+from gateway.contract import keys
+from gateway.contract.events import HEARTBEAT
 from gateway.negotiation import Representation, last_event_id, requested
 from gateway.state import TENANT, AppState, RawEndpoint
 from gateway.store import Record

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from gateway import keys
-from gateway.events import Message
-from gateway.exceptions import BackendUnavailable
+from gateway.contract import keys
+from gateway.contract.events import Message
+from gateway.errors import BackendUnavailable
 from gateway.hub import Hub
 from gateway.store import Record, Store
 

@@ -8,9 +8,9 @@ from typing import Any
 from starlette.requests import Request
 
 from gateway import problems
+from gateway.contract.keys import DEFAULT_TENANT
 from gateway.hub import Hub
-from gateway.keys import DEFAULT_TENANT
-from gateway.metrics import Metrics
+from gateway.observability.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import Store
 

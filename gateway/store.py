@@ -16,10 +16,10 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from gateway import keys
-from gateway.changes import SCRIPT, Call, Change, result
-from gateway.events import TERMINAL, Message
-from gateway.exceptions import BackendUnavailable
+from gateway.contract import keys
+from gateway.contract.events import TERMINAL, Message
+from gateway.contract.script import SCRIPT, Call, Change, result
+from gateway.errors import BackendUnavailable
 from gateway.pipeline import Pipeline
 
 _FIELDS = ("snapshot", "version", "seq", "epoch", "status", "status_seq", "output_expires")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway import keys, problems
-from gateway.events import EventId, retry_frame
+from gateway import problems
+from gateway.contract import keys
+from gateway.contract.events import EventId, retry_frame
 from gateway.hub import Hub
 from gateway.store import Record, Store
 from gateway.watcher import Watcher

@@ -15,8 +15,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from gateway.events import HEARTBEAT, Message
-from gateway.metrics import STATS
+from gateway.contract.events import HEARTBEAT, Message
+from gateway.observability.metrics import STATS
 
 # An ASGI send: an async function, so each call returns a coroutine that _step can drive.
 Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]

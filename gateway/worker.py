@@ -15,9 +15,9 @@ from typing import Any, Generic, TypeVar
 import redis
 import redis.asyncio
 
-from gateway import changes
-from gateway.changes import _UNSET, Call, Snapshot
-from gateway.keys import DEFAULT_TENANT
+from gateway.contract import script as changes
+from gateway.contract.keys import DEFAULT_TENANT
+from gateway.contract.script import _UNSET, Call, Snapshot
 
 R = TypeVar("R")
 _Awaitable = Coroutine[Any, Any, Snapshot]

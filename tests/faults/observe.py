@@ -18,9 +18,9 @@ import httpx
 import redis
 from httpx_sse import aconnect_sse
 
-from gateway import keys
-from gateway.events import EventId
-from gateway.exceptions import InvalidTransition
+from gateway.contract import keys
+from gateway.contract.events import EventId
+from gateway.errors import InvalidTransition
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ import pytest
 import redis
 from observe import Freezer, Observer, assert_consistent, metric
 
-from gateway import keys
+from gateway.contract import keys
 from gateway.embedded import EmbeddedRedis
 from gateway.worker import SyncWorker
 

@@ -12,7 +12,7 @@ import redis
 from observe import Observer, assert_consistent, patiently
 
 from gateway.embedded import EmbeddedRedis
-from gateway.exceptions import InvalidTransition
+from gateway.errors import InvalidTransition
 from gateway.worker import SyncWorker
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.events import HEARTBEAT, Message
+from gateway.contract.events import HEARTBEAT, Message
 from gateway.watcher import Watcher
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,7 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
-from gateway.client import Client, ClientError, Job, JobEvent
+from gateway.client._client import Client, ClientError, Job, JobEvent
 
 
 def _ending(job: Job) -> str:

@@ -10,7 +10,7 @@ import pytest
 import redis
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from gateway import keys
+from gateway.contract import keys
 from gateway.worker import SyncWorker, Worker
 
 pytestmark = pytest.mark.anyio

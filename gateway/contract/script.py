@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from gateway import keys
-from gateway.exceptions import REFUSALS, ChangeRefused, InvalidUpdate
+from gateway.contract import keys
+from gateway.errors import REFUSALS, ChangeRefused, InvalidUpdate
 
-SCRIPT = resources.files("gateway").joinpath("update.lua").read_text(encoding="utf-8")
+SCRIPT = resources.files("gateway.contract").joinpath("update.lua").read_text(encoding="utf-8")
 
 Snapshot = dict[str, Any]
 

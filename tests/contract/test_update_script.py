@@ -8,8 +8,8 @@ import re
 import pytest
 import redis
 
-from gateway import keys
-from gateway.exceptions import InvalidTransition, InvalidUpdate, JobAlreadyExists, JobNotFound
+from gateway.contract import keys
+from gateway.errors import InvalidTransition, InvalidUpdate, JobAlreadyExists, JobNotFound
 from gateway.worker import SyncWorker
 
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
@@ -143,8 +143,8 @@ def test_queued_can_fail_or_be_canceled_but_not_complete(worker: SyncWorker) -> 
 def test_unknown_fields_are_refused(worker: SyncWorker, r: redis.Redis) -> None:
     worker.create("u")
     worker.start("u")
-    script = r.register_script(__import__("gateway.changes", fromlist=["SCRIPT"]).SCRIPT)
-    from gateway import changes
+    script = r.register_script(__import__("gateway.contract.script", fromlist=["SCRIPT"]).SCRIPT)
+    from gateway.contract import script as changes
 
     for op, payload in [("progress", {"percnt": 5}), ("complete", {"output": {"url": "x"}}),
                         ("create", {"conversion": {"format": "x"}})]:

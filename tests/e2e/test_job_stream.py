@@ -13,7 +13,7 @@ import pytest
 import redis
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
-from gateway import keys
+from gateway.contract import keys
 from gateway.worker import SyncWorker, Worker
 
 pytestmark = pytest.mark.anyio

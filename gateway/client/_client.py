@@ -22,8 +22,8 @@ import anyio
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
-from gateway.events import TERMINAL, EventId
-from gateway.exceptions import GatewayError
+from gateway.contract.events import TERMINAL, EventId
+from gateway.errors import GatewayError
 
 # A stream that sends nothing for this long is dead (heartbeats come every 15 s).
 STREAM_READ_TIMEOUT = 45.0

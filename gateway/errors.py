@@ -1,4 +1,4 @@
-"""Exceptions that the worker library and the client raise."""
+"""Exceptions that the worker library, the Redis boundary and the client raise."""
 
 from __future__ import annotations
 
