@@ -29,11 +29,10 @@ def _job_id(request: Request) -> str:
 
 async def _change(request: Request, op: str, job_id: str) -> changes.Change:
     state: AppState = request.app.state.gateway
-    call = changes.call(op, job_id, {}, tenant=TENANT,
-                        retention_seconds=state.settings.retention_seconds,
-                        output_ttl_seconds=state.settings.output_ttl_seconds)
     try:
-        return await state.store.change(call)
+        return await state.backend.change(op, job_id, {}, tenant=TENANT,
+                                          retention_seconds=state.settings.retention_seconds,
+                                          output_ttl_seconds=state.settings.output_ttl_seconds)
     except JobNotFound:
         raise problems.not_found(job_id) from None
 
@@ -64,7 +63,7 @@ async def download(request: Request) -> Response:
     """307 to the output's presigned URL, while it lives."""
     job_id = _job_id(request)
     state: AppState = request.app.state.gateway
-    record = await state.store.read(TENANT, job_id)
+    record = await state.backend.read(TENANT, job_id)
     if record is None:
         raise problems.not_found(job_id)
     if record.status != "completed":

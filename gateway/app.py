@@ -1,4 +1,4 @@
-"""The ASGI application: routes, negotiation and the lifetime of the hub and the store.
+"""The ASGI application: routes, negotiation and the lifetime of the backend and the hub.
 
 Run it with ``gateway serve`` (which also starts an embedded Redis when REDIS_URL is
 unset), or under any ASGI server: ``uvicorn --factory gateway.app:create_app``.
@@ -25,20 +25,18 @@ from starlette.routing import Route
 
 from gateway import problems
 from gateway.actions import cancel_job, delete_job, download
+from gateway.backend.standalone import StandaloneBackend
 from gateway.collection import JobsEndpoint
-from gateway.contract import keys
+from gateway.contract import frames, keys
 from gateway.contract import script as changes
-from gateway.contract.events import retry_frame
 from gateway.errors import BackendUnavailable, InvalidUpdate, JobAlreadyExists
+from gateway.fanout.hub import Hub
 from gateway.front import Front
-from gateway.hub import Hub
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.resource import JobEndpoint
-from gateway.resync import resync
 from gateway.settings import Settings, SettingsError
 from gateway.state import TENANT, AppState
-from gateway.store import Store
 
 
 async def create_job(request: Request) -> Response:
@@ -64,16 +62,15 @@ async def create_job(request: Request) -> Response:
     conversion = body.get("conversion")
     if conversion is not None and not isinstance(conversion, dict):
         raise problems.ApiError(400, "request.invalid_parameter", "conversion must be an object")
-    call = changes.call(
-        "create",
-        job_id,
-        {"conversion": conversion or {}},
-        tenant=TENANT,
-        retention_seconds=state.settings.retention_seconds,
-        output_ttl_seconds=state.settings.output_ttl_seconds,
-    )
     try:
-        change = await state.store.change(call)
+        change = await state.backend.change(
+            "create",
+            job_id,
+            {"conversion": conversion or {}},
+            tenant=TENANT,
+            retention_seconds=state.settings.retention_seconds,
+            output_ttl_seconds=state.settings.output_ttl_seconds,
+        )
     except JobAlreadyExists:
         raise problems.ApiError(
             409, "jobs.already_exists", f"job {job_id!r} already exists"
@@ -93,7 +90,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     state: AppState = request.app.state.gateway
-    if state.hub.connected.is_set() and await state.store.ping():
+    if state.backend.listening and await state.backend.ping():
         return JSONResponse({"status": "ready"})
     raise problems.backend_unavailable()
 
@@ -135,7 +132,7 @@ def _streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Any:
     loop = asyncio.get_running_loop()
 
     def end_streams() -> None:
-        hub.finish_all(lambda: retry_frame(random.randint(retry_ms, 2 * retry_ms)))
+        hub.finish_all(lambda: frames.retry(random.randint(retry_ms, 2 * retry_ms)))
 
     previous: dict[int, Any] = {}
 
@@ -199,23 +196,22 @@ def create_app(settings: Settings | None = None) -> AccessLog:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with (
-            Store.connected(
+            StandaloneBackend.connected(
                 redis_url,
-                redis_timeout=settings.redis_timeout_seconds,
+                timeout=settings.redis_timeout_seconds,
                 max_connections=settings.redis_connections,
-            ) as store,
+                subscribe_timeout=settings.subscribe_timeout_seconds,
+                probe_seconds=settings.probe_seconds,
+            ) as backend,
             Hub.running(
-                redis_url,
+                backend,
                 heartbeat_seconds=settings.heartbeat_seconds,
                 subscribe_timeout_seconds=settings.subscribe_timeout_seconds,
                 send_timeout_seconds=settings.send_timeout_seconds,
-                probe_seconds=settings.probe_seconds,
-                resync=lambda hub, channels: resync(hub, store, channels),
-                publish=store.client.publish,
                 on_fanout=metrics.fanout_seconds.observe,
             ) as hub,
         ):
-            state.store, state.hub = store, hub
+            state.backend, state.hub = backend, hub
             _tune_gc()
             with _streams_end_on_exit_signal(hub, settings.retry_ms):
                 yield

@@ -9,15 +9,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import problems
+from gateway.backend.base import Backend
 from gateway.contract import keys
-from gateway.contract.events import TERMINAL
+from gateway.contract.record import Status
 from gateway.multistream import MAX_JOB_IDS, jobs_stream
 from gateway.negotiation import Representation, last_event_id, requested
 from gateway.state import TENANT, RawEndpoint
-from gateway.store import Store
 from gateway.streams import stream_head
 
-STATUSES = frozenset({"queued", "running"}) | TERMINAL
+STATUSES = frozenset(status.value for status in Status)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 
 
@@ -49,7 +49,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
-async def _page(request: Request, store: Store, tenant: str, job_ids: list[str]) -> Response:
+async def _page(request: Request, store: Backend, tenant: str, job_ids: list[str]) -> Response:
     """Newest change first; ``cursor`` is the seq to continue below (exclusive)."""
     status = request.query_params.get("status")
     if status is not None and status not in STATUSES:
@@ -94,14 +94,15 @@ class JobsEndpoint(RawEndpoint):
         representation = requested(request, "GET, HEAD, POST")
         job_ids = _job_ids(request)
         if representation is Representation.JSON:
-            response = await _page(request, state.store, TENANT, job_ids)
+            response = await _page(request, state.backend, TENANT, job_ids)
             await response(request.scope, request.receive, send)
             return None
         if request.method == "HEAD":
-            await state.store.epoch(TENANT)  # one Redis round trip: an outage is a 503, as for GET
+            await state.backend.epoch(TENANT)  # one round trip: an outage is a 503, as for GET
             await stream_head(send, request.scope.setdefault("state", {}))
             return None
-        return jobs_stream(request.receive, send, hub=state.hub, store=state.store, tenant=TENANT,
-                          job_ids=job_ids or None, last_event_id=last_event_id(request),
-                          retry_ms=state.settings.retry_ms,
-                          state=request.scope.setdefault("state", {}))
+        return jobs_stream(request.receive, send, hub=state.hub, backend=state.backend,
+                           tenant=TENANT, job_ids=job_ids or None,
+                           last_event_id=last_event_id(request),
+                           retry_ms=state.settings.retry_ms,
+                           state=request.scope.setdefault("state", {}))

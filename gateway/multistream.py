@@ -9,33 +9,16 @@ id by sending again, as snapshots, exactly the jobs that changed after it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from gateway.contract import keys
-from gateway.contract.events import EventId, Message, retry_frame
-from gateway.hub import Hub
-from gateway.store import Store
+from gateway.backend.base import Backend
+from gateway.contract import frames, keys
+from gateway.contract.events import EventId, Message
+from gateway.fanout.hub import Hub
+from gateway.fanout.watcher import Watcher
 from gateway.streams import response_start, wait_for_disconnect
-from gateway.watcher import Watcher
 
 MAX_JOB_IDS = 100
-
-
-def unknown_frame(job_ids: list[str]) -> bytes:
-    """Named jobs that do not exist, reported once. No id: it is no position to resume from.
-
-    They stay watched: a job created later shows up with its first ``status`` event.
-    """
-    data = json.dumps({"job_ids": job_ids}, separators=(",", ":")).encode()
-    return b"event: unknown\ndata: " + data + b"\n\n"
-
-
-def _deleted(epoch: str, seq: int, job_id: str) -> Message:
-    # The version a deleted job had is gone with its record; null says so.
-    data = json.dumps({"job_id": job_id, "version": None}, separators=(",", ":")).encode()
-    return Message(epoch=epoch, seq=seq, event="deleted", version=0, status="deleted",
-                   job_id=job_id, data=data)
 
 
 async def jobs_stream(
@@ -43,7 +26,7 @@ async def jobs_stream(
     send: Any,
     *,
     hub: Hub,
-    store: Store,
+    backend: Backend,
     tenant: str,
     job_ids: list[str] | None,
     last_event_id: EventId | None,
@@ -59,33 +42,33 @@ async def jobs_stream(
         # As for one job: subscribe first, then read, and let the watcher drop what the
         # snapshots already cover.
         async with hub.watch(channels, watcher, "jobs" if job_ids else "tenant"):
-            epoch = await store.epoch(tenant)
+            epoch = await backend.epoch(tenant)
             resume = last_event_id is not None and last_event_id.epoch == epoch
             changed_at: dict[str, int] = {}
             if resume:
                 assert last_event_id is not None
-                changed = await store.changed_since(tenant, last_event_id.seq)
+                changed = await backend.changed_since(tenant, last_event_id.seq)
                 if job_ids:
                     wanted = set(job_ids)
                     changed = [(job_id, seq) for job_id, seq in changed if job_id in wanted]
                 changed_at = dict(changed)
                 ids = list(changed_at)
             else:
-                ids = job_ids or await store.active(tenant)
-            records = await store.read_many(tenant, ids)
+                ids = job_ids or await backend.active(tenant)
+            records = await backend.read_many(tenant, ids)
             opening: list[Message] = []
             unknown: list[str] = []
             for job_id in ids:
                 record = records[job_id]
                 if record is not None:
-                    opening.append(record.message("snapshot"))
+                    opening.append(Message.from_record(record, "snapshot"))
                 elif resume and epoch is not None:
-                    opening.append(_deleted(epoch, changed_at[job_id], job_id))
+                    opening.append(Message.deleted(epoch, changed_at[job_id], job_id))
                 elif job_ids:
                     unknown.append(job_id)
-            body = retry_frame(retry_ms)
+            body = frames.retry(retry_ms)
             if unknown:
-                body += unknown_frame(unknown)
+                body += frames.unknown(unknown)
             await send(response_start(state, 200))
             await send({"type": "http.response.body", "body": body, "more_body": True})
             watcher.open_with(opening)

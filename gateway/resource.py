@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, MutableMapping
 from typing import Any
 
 import anyio
@@ -12,12 +12,13 @@ from starlette.responses import Response
 
 from gateway import problems
 from gateway.contract import keys
-from gateway.contract.events import HEARTBEAT
+from gateway.contract.events import Message
+from gateway.contract.frames import HEARTBEAT
+from gateway.contract.record import Record
+from gateway.fanout.watcher import Watcher
 from gateway.negotiation import Representation, last_event_id, requested
 from gateway.state import TENANT, AppState, RawEndpoint
-from gateway.store import Record
 from gateway.streams import job_stream, opening_event, stream_head
-from gateway.watcher import Watcher
 
 # DESIGN.md section 2: the polite polling interval of a job that is not done, and the
 # longest a long-poll (Prefer: wait=N) is held.
@@ -52,7 +53,7 @@ class JobEndpoint(RawEndpoint):
         state = self.state
         if representation is Representation.STREAM:
             if request.method == "HEAD":
-                record = await state.store.read(TENANT, job_id)
+                record = await state.backend.read(TENANT, job_id)
                 if record is None:
                     raise problems.not_found(job_id)
                 past_end = record.terminal and opening_event(record, last_event_id(request)) is None
@@ -63,7 +64,7 @@ class JobEndpoint(RawEndpoint):
                 request.receive,
                 send,
                 hub=state.hub,
-                store=state.store,
+                backend=state.backend,
                 tenant=TENANT,
                 job_id=job_id,
                 last_event_id=last_event_id(request),
@@ -75,7 +76,7 @@ class JobEndpoint(RawEndpoint):
         if wait is not None:
             record = await _long_poll(state, job_id, if_none_match or "", wait)
         else:
-            record = await state.store.read(TENANT, job_id)
+            record = await state.backend.read(TENANT, job_id)
         if record is None:
             raise problems.not_found(job_id)
         headers = _snapshot_headers(record)
@@ -109,18 +110,18 @@ async def _long_poll(state: AppState, job_id: str, if_none_match: str, wait: int
     """
     changed = asyncio.Event()
 
-    async def note(message: dict[str, Any]) -> None:
+    async def note(message: MutableMapping[str, Any]) -> None:
         if message.get("body") != HEARTBEAT:
             changed.set()
 
     watcher = Watcher(note, close_on_terminal=True)
     async with state.hub.watch([keys.job_channel(TENANT, job_id)], watcher, "longpoll"):
-        record = await state.store.read(TENANT, job_id)
+        record = await state.backend.read(TENANT, job_id)
         if record is None or not _etag_matches(if_none_match, record.version) or record.terminal:
             return record
-        watcher.mark_sent(record.message("progress"))
+        watcher.mark_sent(Message.from_record(record, "progress"))
         watcher.release()
         with anyio.move_on_after(wait):
             await changed.wait()
         watcher.discard()
-        return await state.store.read(TENANT, job_id)
+        return await state.backend.read(TENANT, job_id)

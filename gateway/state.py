@@ -1,4 +1,4 @@
-"""What the endpoints share: the settings, and the hub and store the lifespan opens."""
+"""What the endpoints share: the settings, and the backend and hub the lifespan opens."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 from starlette.requests import Request
 
 from gateway import problems
+from gateway.backend.base import Backend
 from gateway.contract.keys import DEFAULT_TENANT
-from gateway.hub import Hub
+from gateway.fanout.hub import Hub
 from gateway.observability.metrics import Metrics
 from gateway.settings import Settings
-from gateway.store import Store
 
 # Until API keys exist every job belongs to one tenant; the tenant is in every key and
 # channel name all the same (issue 2, item 8).
@@ -20,8 +20,8 @@ TENANT = DEFAULT_TENANT
 
 
 class AppState:
+    backend: Backend
     hub: Hub
-    store: Store
     metrics: Metrics
 
     def __init__(self, settings: Settings) -> None:

@@ -11,11 +11,12 @@ import asyncio
 from typing import Any
 
 from gateway import problems
-from gateway.contract import keys
-from gateway.contract.events import EventId, retry_frame
-from gateway.hub import Hub
-from gateway.store import Record, Store
-from gateway.watcher import Watcher
+from gateway.backend.base import Backend
+from gateway.contract import frames, keys
+from gateway.contract.events import EventId, Message
+from gateway.contract.record import Record
+from gateway.fanout.hub import Hub
+from gateway.fanout.watcher import Watcher
 
 Scope = dict[str, Any]
 
@@ -83,7 +84,7 @@ async def job_stream(
     send: Any,
     *,
     hub: Hub,
-    store: Store,
+    backend: Backend,
     tenant: str,
     job_id: str,
     last_event_id: EventId | None,
@@ -95,7 +96,7 @@ async def job_stream(
         # Subscribe first, read second: whatever changes after the read is already on its
         # way through the hub, and the watcher drops what the snapshot already covered.
         async with hub.watch([keys.job_channel(tenant, job_id)], watcher, "job"):
-            record = await store.read(tenant, job_id)
+            record = await backend.read(tenant, job_id)
             if record is None:
                 raise problems.not_found(job_id)
             event = opening_event(record, last_event_id)
@@ -104,11 +105,11 @@ async def job_stream(
                 await send(response_start(state, 204))
                 await send({"type": "http.response.body", "body": b""})
                 return
-            opening = record.message(event or "progress")
+            opening = Message.from_record(record, event or "progress")
             watcher.mark_sent(opening)
             # The retry field shares the opening event's block when there is one: some
             # clients (httpx-sse) report a block without data as an empty event.
-            body = retry_frame(retry_ms)
+            body = frames.retry(retry_ms)
             if event is not None:
                 body = body[:-1] + opening.frame
             final = opening.terminal

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import redis
 import redis.asyncio
 
-from gateway.contract import script as changes
+from gateway.contract import script
 from gateway.contract.keys import DEFAULT_TENANT
 from gateway.contract.script import _UNSET, Call, Snapshot
 
@@ -45,7 +45,7 @@ class _Operations(Generic[R]):
 
     def _op(self, op: str, job_id: str, payload: dict[str, Any]) -> R:
         return self._run(
-            changes.call(
+            script.call(
                 op,
                 job_id,
                 payload,
@@ -63,14 +63,14 @@ class _Operations(Generic[R]):
         metrics: dict[str, float] | None = None,
     ) -> R:
         """Register a queued job; without ``job_id`` a new ULID is made."""
-        job_id = job_id or changes.new_job_id(int(time.time() * 1000))
+        job_id = job_id or script.new_job_id(int(time.time() * 1000))
         payload: dict[str, Any] = {"conversion": conversion or {}}
         if metrics:
             payload["metrics"] = metrics
         return self._op("create", job_id, payload)
 
     def start(self, job_id: str, *, phase: str | None = _UNSET) -> R:
-        return self._op("start", job_id, changes.drop_unset(phase=phase))
+        return self._op("start", job_id, script.drop_unset(phase=phase))
 
     def progress(
         self,
@@ -81,7 +81,7 @@ class _Operations(Generic[R]):
         metrics: dict[str, float] | None = None,
     ) -> R:
         """Report progress (0-100, never lower than before) and/or the phase text."""
-        payload = changes.drop_unset(phase=phase)
+        payload = script.drop_unset(phase=phase)
         if percent is not None:
             payload["percent"] = percent
         if metrics:
@@ -100,7 +100,7 @@ class _Operations(Generic[R]):
         metrics: dict[str, float] | None = None,
     ) -> R:
         payload: dict[str, Any] = {
-            "output": changes.output(file_url, file_name, content_type, file_size_bytes, file_count)
+            "output": script.output(file_url, file_name, content_type, file_size_bytes, file_count)
         }
         if metrics:
             payload["metrics"] = metrics
@@ -128,7 +128,7 @@ class Worker(_Operations[_Awaitable]):
     def __init__(self, client: redis.asyncio.Redis, **options: Any) -> None:
         super().__init__(**options)
         self.client = client
-        self._script = client.register_script(changes.SCRIPT)
+        self._script = client.register_script(script.SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Worker:
@@ -136,7 +136,7 @@ class Worker(_Operations[_Awaitable]):
 
     async def _call(self, call: Call) -> Snapshot:
         reply = await self._script(keys=call.keys, args=call.args)
-        return changes.result(call, reply).data
+        return script.result(call, reply).data
 
     def _run(self, call: Call) -> _Awaitable:
         return self._call(call)
@@ -157,14 +157,14 @@ class SyncWorker(_Operations[Snapshot]):
     def __init__(self, client: redis.Redis, **options: Any) -> None:
         super().__init__(**options)
         self.client = client
-        self._script = client.register_script(changes.SCRIPT)
+        self._script = client.register_script(script.SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SyncWorker:
         return cls(redis.Redis.from_url(url), **options)
 
     def _run(self, call: Call) -> Snapshot:
-        return changes.result(call, self._script(keys=call.keys, args=call.args)).data
+        return script.result(call, self._script(keys=call.keys, args=call.args)).data
 
     def close(self) -> None:
         self.client.close()

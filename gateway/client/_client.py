@@ -22,7 +22,8 @@ import anyio
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
-from gateway.contract.events import TERMINAL, EventId
+from gateway.contract.events import EventId
+from gateway.contract.record import TERMINAL
 from gateway.errors import GatewayError
 
 # A stream that sends nothing for this long is dead (heartbeats come every 15 s).

@@ -1,18 +1,19 @@
-"""Event ids, channel messages and SSE frames (DESIGN.md sections 3 and 4).
+"""Event ids and channel messages (DESIGN.md sections 3 and 4).
 
-A message published by the update script is turned into an SSE frame exactly once; the
-same bytes go to every watcher.
+A message published by the update script is parsed once, and its frame built once; the
+same bytes go to every watcher. Every event a stream sends is a Message made here: parsed
+from a channel, read from a record, or a job's deletion.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-TERMINAL = frozenset({"completed", "failed", "canceled"})
-
-HEARTBEAT = b": keepalive\n\n"
+from gateway.contract import frames
+from gateway.contract.record import TERMINAL, Record, Status, status_of
 
 # DESIGN.md section 3: `<epoch>-<seq>`, epoch of 6-16 characters [a-z0-9].
 _EVENT_ID = re.compile(r"([a-z0-9]{6,16})-([0-9]{1,19})")
@@ -37,20 +38,11 @@ class EventId:
         return f"{self.epoch}-{self.seq}"
 
 
-def retry_frame(milliseconds: int) -> bytes:
-    return b"retry: %d\n\n" % milliseconds
-
-
-def frame(event_id: bytes, event: bytes, data: bytes) -> bytes:
-    # `data` is one JSON line (the update script never writes a newline into it).
-    return b"id: " + event_id + b"\nevent: " + event + b"\ndata: " + data + b"\n\n"
-
-
 class Message:
     """One accepted change as published on a channel, with its frame encoded once."""
 
-    __slots__ = ("_bodies", "data", "epoch", "event", "event_id", "frame", "job_id",
-                 "published_us", "seq", "status", "terminal", "version")
+    __slots__ = ("_bodies", "_relabelled", "data", "epoch", "event", "event_id", "frame",
+                 "job_id", "published_us", "seq", "status", "terminal", "version")
 
     def __init__(
         self,
@@ -59,7 +51,7 @@ class Message:
         seq: int,
         event: str,
         version: int,
-        status: str,
+        status: Status | None,
         job_id: str,
         data: bytes,
         published_us: int = 0,
@@ -70,16 +62,21 @@ class Message:
         self.event = event
         self.version = version
         self.status = status
-        self.terminal = status in TERMINAL or event == "deleted"
+        self.terminal = event == "deleted" or status in TERMINAL
         self.published_us = published_us
         self.job_id = job_id
         self.data = data
-        self.frame = frame(self.event_id, event.encode(), data)
+        self.frame = frames.event(self.event_id, event.encode(), data)
         self._bodies: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._relabelled: bytes | None = None
 
     @classmethod
     def parse(cls, payload: bytes) -> Message:
-        """Raises ValueError for anything that is not a well-formed gateway message."""
+        """Raises ValueError for anything that is not a well-formed gateway message.
+
+        The format is update.lua's: a header line ``<epoch>-<seq> <event> <version>
+        <status> <publish_us> <job_id>``, a newline, then the event's data line.
+        """
         header, sep, data = payload.partition(b"\n")
         if not sep or not data.startswith(b"{") or b"\n" in data:
             raise ValueError("not a gateway message")
@@ -92,29 +89,46 @@ class Message:
             seq=int(seq),
             event=event,
             version=int(version),
-            status=status,
+            status=status_of(status),
             job_id=job_id,
             data=data,
             published_us=int(published_us),
         )
 
+    @classmethod
+    def from_record(cls, record: Record, event: str) -> Message:
+        """The job's current snapshot as ``event`` (an opening, a resume, a resync)."""
+        return cls(epoch=record.epoch, seq=record.seq, event=event, version=record.version,
+                   status=record.status, job_id=record.job_id, data=record.body())
+
+    @classmethod
+    def deleted(cls, epoch: str, seq: int, job_id: str) -> Message:
+        """A job deleted at ``seq``, found gone from its record (a resume, a resync).
+
+        The version it had is gone with the record: the data says null (DESIGN.md s. 3).
+        """
+        data = json.dumps({"job_id": job_id, "version": None}, separators=(",", ":")).encode()
+        return cls(epoch=epoch, seq=seq, event="deleted", version=0, status=None,
+                   job_id=job_id, data=data)
+
     def body(self, final: bool) -> dict[str, Any]:
         """The ASGI ``http.response.body`` message of this frame, built once per message.
 
         A fan-out hands the same dict to every watcher's ``send``: servers read it and
-        keep nothing (uvicorn, hypercorn), and one dict per watcher was a seventh of the
-        per-watcher cost of a fan-out.
+        keep nothing (uvicorn, hypercorn); one dict per watcher was a seventh of the
+        per-watcher cost of a fan-out (docs/architecture.md).
         """
         if self._bodies is None:
-            self._bodies = (
-                {"type": "http.response.body", "body": self.frame, "more_body": True},
-                {"type": "http.response.body", "body": self.frame, "more_body": False},
-            )
+            self._bodies = (frames.body(self.frame, more=True),
+                            frames.body(self.frame, more=False))
         return self._bodies[final]
 
-    def relabelled(self, event: str) -> bytes:
-        """This message's frame under another event name (conflation, see Watcher)."""
-        return frame(self.event_id, event.encode(), self.data)
+    def relabelled(self) -> bytes:
+        """This message's frame as ``status``: for a client that skipped the status
+        change (conflation, a resync). Built once, whatever the number of such clients."""
+        if self._relabelled is None:
+            self._relabelled = frames.event(self.event_id, b"status", self.data)
+        return self._relabelled
 
     def as_event(self, event: str) -> Message:
         return Message(epoch=self.epoch, seq=self.seq, event=event, version=self.version,

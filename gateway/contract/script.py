@@ -1,6 +1,7 @@
 """The update script from Python: what each operation sends and what comes back.
 
-Shared by the async and the sync worker, so that both build exactly the same calls.
+Shared by the worker library (async and sync) and the gateway's own changes (create,
+cancel, delete), so that all of them build exactly the same calls.
 """
 
 from __future__ import annotations

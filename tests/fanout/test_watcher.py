@@ -7,12 +7,13 @@ async function like a server's, which waits on a future while "the socket is ful
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
+from asgi_socket import Socket
 
-from gateway.contract.events import HEARTBEAT, Message
-from gateway.watcher import Watcher
+from gateway.contract.events import Message
+from gateway.contract.frames import HEARTBEAT
+from gateway.fanout.watcher import Watcher
 
 pytestmark = pytest.mark.anyio
 
@@ -22,37 +23,6 @@ def message(job: str, version: int, seq: int, status: str = "running",
     data = b'{"job_id":"%s","version":%d}' % (job.encode(), version)
     return Message(epoch="epoch1", seq=seq, event=event, version=version, status=status,
                    job_id=job, data=data)
-
-
-class Socket:
-    """An ASGI send whose writes complete at once until ``full`` is set."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.more: list[bool] = []
-        self.gate: asyncio.Future[None] | None = None
-
-    def fill(self) -> None:
-        self.gate = asyncio.get_running_loop().create_future()
-
-    def drain(self) -> None:
-        gate, self.gate = self.gate, None
-        if gate is not None:
-            gate.set_result(None)
-
-    async def send(self, event: dict[str, Any]) -> None:
-        if self.gate is not None:
-            await self.gate
-        self.bodies.append(event["body"])
-        self.more.append(event["more_body"])
-
-    def events(self) -> list[tuple[str, str]]:
-        out = []
-        for body in self.bodies:
-            if body.startswith(b"id: "):
-                lines = body.decode().splitlines()
-                out.append((lines[1].removeprefix("event: "), lines[0].removeprefix("id: ")))
-        return out
 
 
 async def test_writes_go_straight_through_when_the_socket_has_room() -> None:

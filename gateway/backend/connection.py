@@ -2,10 +2,11 @@
 
 Replies are parsed in ``data_received`` and handed on the spot: to the command waiting
 for them (Redis answers in order on one connection), or, when none waits, to a callback.
-The hub's pub/sub connection uses the callback, so that a message goes from the socket
-to every watcher's ``send`` without a task switch or an await per message (DESIGN.md
-section 5); the request reads (gateway.pipeline) pipeline many commands on one
-connection. Commands are batched into one write per turn of the event loop.
+The pub/sub connection (gateway.backend.subscriber) uses the callback, so that a message
+goes from the socket to every watcher's ``send`` without a task switch or an await per
+message (DESIGN.md section 5); the request reads (gateway.backend.reads) pipeline many
+commands on one connection. Commands are batched into one write per turn of the event
+loop. Why this and not redis-py on these two paths: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 
 import hiredis
 from redis.asyncio.connection import parse_url
+
+from gateway.timers import fail_at
 
 Reply = Any
 
@@ -37,22 +40,8 @@ class Refused(ConnectionError):
     """Redis answered a command with an error: the connection itself is fine."""
 
 
-def fail_at(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], when: float,
-    error: Callable[[], BaseException],
-) -> asyncio.TimerHandle:
-    """Fail ``future`` with ``error()`` at loop time ``when`` unless it is done by then.
-
-    A timer on the future instead of a cancel scope: the hot paths (every read, every
-    stream's subscription) need no task lookup, which costs a getpid() on Python 3.11.
-    Cancel the returned handle once the future is done.
-    """
-    return loop.call_at(when, _fail_pending, future, error)
-
-
-def _fail_pending(future: asyncio.Future[Any], error: Callable[[], BaseException]) -> None:
-    if not future.done():
-        future.set_exception(error())
+def _name(command: str | bytes) -> str:
+    return command.decode(errors="replace") if isinstance(command, bytes) else command
 
 
 class RedisConnection(asyncio.Protocol):
@@ -62,8 +51,7 @@ class RedisConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._waiting: deque[asyncio.Future[Reply]] = deque()
         self._outbox: list[bytes] = []
-        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call,
-        # and these run per request.
+        # Kept: these run per request (gateway.timers says why).
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[Exception | None] = self._loop.create_future()
 
@@ -113,6 +101,7 @@ class RedisConnection(asyncio.Protocol):
         """A command with an ordinary reply (on a pub/sub connection: before SUBSCRIBE).
 
         With ``expire_after`` (seconds), TimeoutError once it passed without a reply.
+        Refused when Redis answers with an error.
         """
         if not self.usable:
             raise ConnectionError("the Redis connection is closed")
@@ -128,8 +117,41 @@ class RedisConnection(asyncio.Protocol):
             finally:
                 timer.cancel()
         if isinstance(reply, hiredis.ReplyError):
-            raise Refused(f"{args[0]!r} refused by Redis: {reply}")
+            raise Refused(f"{_name(args[0])} refused by Redis: {reply}")
         return reply
+
+    async def request_many(
+        self, commands: list[tuple[str | bytes, ...]], *, expire_after: float
+    ) -> list[Reply]:
+        """Several commands in one write; their replies in order, an error reply as a
+        Refused instance in its place. TimeoutError when not all came within
+        ``expire_after`` seconds."""
+        if not self.usable:
+            raise ConnectionError("the Redis connection is closed")
+        loop = self._loop
+        waiters: list[asyncio.Future[Reply]] = []
+        for args in commands:
+            waiter: asyncio.Future[Reply] = loop.create_future()
+            self._waiting.append(waiter)
+            waiters.append(waiter)
+            self.send(*args)
+        if not waiters:
+            return []
+        last = waiters[-1]  # Redis answers in order: the last reply comes last
+        timer = fail_at(loop, last, loop.time() + expire_after, TimeoutError)
+        try:
+            await last
+        except BaseException:
+            for waiter in waiters:  # nobody will read them: no "exception never retrieved"
+                if not waiter.cancel() and not waiter.cancelled():
+                    waiter.exception()
+            raise
+        finally:
+            timer.cancel()
+        replies = [waiter.result() for waiter in waiters]
+        return [Refused(f"{_name(args[0])} refused by Redis: {reply}")
+                if isinstance(reply, hiredis.ReplyError) else reply
+                for args, reply in zip(commands, replies, strict=True)]
 
     def send(self, *args: str | bytes) -> None:
         """Queue a command; what one turn of the event loop queues goes in one write."""

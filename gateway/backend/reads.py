@@ -1,17 +1,15 @@
 """The request reads: one Redis connection that every request shares, commands pipelined.
 
 Every stream opens with a snapshot read, and every JSON GET is one; through redis-py each
-cost about as much CPU as the rest of the request together (a pooled connection checked
-out and back, its health check, the command packed and parsed in Python;
-bench/profiles). Here a read is one packed command queued on a shared connection and one
-future resolved by the hiredis parser, and what concurrent requests queue in one turn of
-the event loop goes to Redis in one write. Writes (the update script) and the rarer reads
-stay on redis-py.
+cost about as much CPU as the rest of the request together (docs/architecture.md). Here a
+read is one packed command queued on a shared connection and one future resolved by the
+hiredis parser, and what concurrent requests queue in one turn of the event loop goes to
+Redis in one write.
 
 A read waits at most ``timeout`` seconds for its reply (and as long again when it has
 to connect first); a connection that let a read time out is closed and the next read
 opens a new one, so a Redis that stopped answering costs each request one bounded wait
-(503), never a hang (issue 4).
+(503), never a hang (issue 4). Whatever goes wrong surfaces as BackendUnavailable.
 """
 
 from __future__ import annotations
@@ -20,13 +18,13 @@ import asyncio
 import logging
 import os
 
+from gateway.backend.connection import RedisConnection, Refused, Reply
 from gateway.errors import BackendUnavailable
-from gateway.resp import RedisConnection, Refused, Reply
 
-log = logging.getLogger("gateway.pipeline")
+log = logging.getLogger("gateway.backend")
 
 
-class Pipeline:
+class Reads:
     def __init__(self, url: str, *, timeout: float) -> None:
         self._url = url
         self._timeout = timeout
@@ -34,13 +32,29 @@ class Pipeline:
         self._connecting: asyncio.Task[RedisConnection] | None = None
 
     async def request(self, *args: str | bytes) -> Reply:
-        """Run one command; BackendUnavailable when Redis does not answer in time.
+        """Run one command; BackendUnavailable when Redis does not answer in time."""
+        return await self._run(args, None)
+
+    async def request_many(self, commands: list[tuple[str | bytes, ...]]) -> list[Reply]:
+        """Run several commands in one write; BackendUnavailable as for one, or when
+        Redis refused any of them."""
+        if not commands:
+            return []
+        replies: list[Reply] = await self._run(commands[0], commands)
+        for reply in replies:
+            if isinstance(reply, Refused):
+                raise BackendUnavailable(str(reply))
+        return replies
+
+    async def _run(self, args: tuple[str | bytes, ...],
+                   many: list[tuple[str | bytes, ...]] | None) -> Reply:
+        """``args`` alone, or the commands ``many`` (of which ``args`` is the first).
 
         A command that fails on a connection opened before it (one that went stale while
         idle, or broke under another request) is sent once more on a new connection:
         these are reads, safe to repeat.
         """
-        for attempt in (1, 2):
+        for tries in (1, 2):
             conn = self._conn
             fresh = conn is None or not conn.usable
             try:
@@ -48,7 +62,9 @@ class Pipeline:
                     async with asyncio.timeout(self._timeout):
                         conn = await self._connected()
                 assert conn is not None
-                return await conn.request(*args, expire_after=self._timeout)
+                if many is None:
+                    return await conn.request(*args, expire_after=self._timeout)
+                return await conn.request_many(many, expire_after=self._timeout)
             except TimeoutError:
                 self._drop(conn)  # presumed dead (a silent network): the next read reconnects
                 raise BackendUnavailable(f"Redis did not answer {args[0]!r} in time") from None
@@ -56,7 +72,7 @@ class Pipeline:
                 raise BackendUnavailable(str(exc)) from exc
             except (ConnectionError, OSError) as exc:
                 self._drop(conn)
-                if fresh or attempt == 2:
+                if fresh or tries == 2:
                     raise BackendUnavailable(str(exc)) from exc
         raise AssertionError("unreachable")
 

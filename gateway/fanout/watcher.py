@@ -1,40 +1,36 @@
-"""One open event stream as the hub sees it: what it was sent, what waits, how it is written.
+"""One open event stream as the hub sees it: what it was sent, what waits, when it ends.
 
-DESIGN.md section 5 keeps the stream path lean: one task per stream (the ASGI call itself,
-waiting for the client to leave) and the hub writing pre-encoded frames straight into the
-stream's ASGI ``send``. A write that the server completes at once (the common case: the
-socket buffer has room) costs one call and no task switch. A write that has to wait (the
-client is slow) is resumed by a callback on the future it waits for, with no task; while
-it waits, newer messages for the same job replace older ones (conflation, DESIGN.md
-section 3), so a slow client holds at most one pending message per job.
+The hub hands every message of a watched channel to ``deliver``, straight from the
+pub/sub connection's ``data_received``; the watcher decides whether the client needs it
+(versions a client sees only go up, DESIGN.md section 3) and writes its pre-encoded frame
+through the hand-driven ASGI writer (gateway.fanout.writer). While a write waits for a
+slow client, newer messages of the same job replace older ones (conflation), so a slow
+client holds at most one pending message per job.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
 
-from gateway.contract.events import HEARTBEAT, Message
+from starlette.types import Send
+
+from gateway.contract import frames
+from gateway.contract.events import Message
+from gateway.fanout.writer import AsgiWriter
 from gateway.observability.metrics import STATS
 
-# An ASGI send: an async function, so each call returns a coroutine that _step can drive.
-Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
-_HEARTBEAT_BODY = {"type": "http.response.body", "body": HEARTBEAT, "more_body": True}
-
-
-class Watcher:
+class Watcher(AsgiWriter):
     """Per-stream state: the last message sent per job, pending messages, the write in flight.
 
     Every method runs on the event loop thread and never blocks.
     """
 
-    __slots__ = ("_busy", "_coro", "_end", "_ended", "_epoch", "_finishing", "_pending", "_send",
-                 "_sent", "aborted", "close_on_terminal", "closed", "task", "waiting_since")
+    __slots__ = ("_busy", "_end", "_ended", "_epoch", "_finishing", "_pending", "_sent",
+                 "aborted", "close_on_terminal", "closed", "task")
 
     def __init__(self, send: Send, *, close_on_terminal: bool) -> None:
-        self._send = send
+        super().__init__(send)
         # Busy from the start: the stream's own task writes the headers and the opening
         # snapshot, then calls release(). What the hub delivers meanwhile waits in _pending.
         self._busy = True
@@ -45,7 +41,6 @@ class Watcher:
         self._ended: dict[str, int] = {}
         # The epoch of what this stream has seen ("" before the first message).
         self._epoch = ""
-        self._coro: Coroutine[Any, Any, None] | None = None
         self._end: bytes | None = None
         self._finishing = False
         self.close_on_terminal = close_on_terminal
@@ -54,8 +49,6 @@ class Watcher:
         # The stream's own task, cancelled by abort(): ASGI has no other way to drop a
         # client that stopped reading.
         self.task = asyncio.current_task()
-        # When the write in flight started waiting for the client (None: no such write).
-        self.waiting_since: float | None = None
 
     # -- called by the stream's own task ------------------------------------------------
 
@@ -103,9 +96,7 @@ class Watcher:
         """The client left: drop everything and abandon a write in flight."""
         self.closed = True
         self._pending.clear()
-        coro, self._coro = self._coro, None
-        if coro is not None:
-            coro.close()
+        self.abandon()
 
     # -- called by the hub --------------------------------------------------------------
 
@@ -137,13 +128,13 @@ class Watcher:
             self._pending[message.job_id] = message
             return
         if self._write_message(message, last):
-            self._written()
+            self._after_write()
 
     def heartbeat(self) -> None:
         if self._busy or self.closed or self._finishing:
             return  # a stream busy writing needs no keepalive
         self._busy = True
-        if self._step(self._send(_HEARTBEAT_BODY)):
+        if self.write(frames.HEARTBEAT_BODY):
             self._pump()
 
     def finish(self, body: bytes = b"") -> None:
@@ -166,8 +157,8 @@ class Watcher:
         final = message.terminal and self.close_on_terminal
         if last is not None and last.status != message.status and message.event == "progress":
             # The client skipped the status change (conflation or a resync): say it moved.
-            frame = message.relabelled("status")
-            body = {"type": "http.response.body", "body": frame, "more_body": not final}
+            frame = message.relabelled()
+            body = frames.body(frame, more=not final)
         else:
             frame = message.frame
             body = message.body(final)
@@ -176,9 +167,17 @@ class Watcher:
         STATS.bytes_sent += len(frame)
         if final:
             self._finishing = True
-        return self._step(self._send(body))
+        return self.write(body)
 
-    def _written(self) -> None:
+    def written(self) -> None:
+        if not self.closed:
+            self._after_write()
+
+    def broken(self) -> None:
+        self.closed = True
+        self._pending.clear()
+
+    def _after_write(self) -> None:
         if self._finishing:
             self.closed = True
         elif self._pending or self._end is not None:
@@ -188,7 +187,7 @@ class Watcher:
 
     def _pump(self) -> None:
         """Write what waits, oldest job first, until a write has to wait or nothing is left."""
-        while not self.closed and self._coro is None:
+        while not self.closed and not self.writing:
             if self._pending:
                 job_id = next(iter(self._pending))
                 message = self._pending.pop(job_id)
@@ -196,7 +195,7 @@ class Watcher:
                 if last is not None and message.version <= last.version:
                     continue
                 if not self._write_message(message, last):
-                    return  # _resume carries on once the write is done
+                    return  # written() carries on once the write is done
                 if self._finishing:
                     self.closed = True
                     return
@@ -205,41 +204,8 @@ class Watcher:
                 body, self._end = self._end, None
                 self._finishing = True
                 self._busy = True
-                if self._step(
-                    self._send({"type": "http.response.body", "body": body, "more_body": False})
-                ):
+                if self.write(frames.body(body, more=False)):
                     self.closed = True
                 return
             self._busy = False
             return
-
-    def _step(self, coro: Coroutine[Any, Any, None]) -> bool:
-        """Run ``coro`` until it finishes (True) or waits (False, resumed by _resume)."""
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return True
-        except BaseException:
-            # The server refused the write (the connection is gone): nothing more to send.
-            coro.close()
-            self.closed = True
-            self._pending.clear()
-            return False
-        self._coro = coro
-        if self.waiting_since is None:
-            self.waiting_since = asyncio.get_running_loop().time()
-        if isinstance(waiting, asyncio.Future):
-            # What asyncio.Task does with a future it is handed.
-            waiting._asyncio_future_blocking = False
-            waiting.add_done_callback(self._resume)
-        else:
-            asyncio.get_running_loop().call_soon(self._resume, None)
-        return False
-
-    def _resume(self, _: object) -> None:
-        coro, self._coro = self._coro, None
-        if coro is None or self.closed:
-            return
-        if self._step(coro):
-            self.waiting_since = None
-            self._written()

@@ -1,0 +1,153 @@
+"""The backend on one Redis/Valkey server: today's topology (DESIGN.md section 5).
+
+Reads go through one pipelined connection (gateway.backend.reads), channels through one
+pub/sub connection (gateway.backend.subscriber); the update script runs on redis-py,
+whose pooled connections and script cache fit a write that must never be sent twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import redis.asyncio
+import redis.exceptions
+
+from gateway.backend.base import Listener
+from gateway.backend.reads import Reads
+from gateway.backend.subscriber import Subscriber
+from gateway.contract import keys, script
+from gateway.contract.record import FIELDS, Record
+from gateway.contract.script import Change
+from gateway.errors import BackendUnavailable
+
+# Commands per write when reading many jobs at once.
+_READ_BATCH = 500
+
+
+class StandaloneBackend:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        max_connections: int,
+        subscribe_timeout: float,
+        probe_seconds: float,
+    ) -> None:
+        # A blocking pool: the default pool raises at 100 connections in use, which under
+        # a burst of concurrent writes turned healthy requests into 503s. Here a request
+        # past the cap queues for a connection, bounded by the same timeout as a command.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+        )
+        self._client = redis.asyncio.Redis.from_pool(pool)
+        self._script = self._client.register_script(script.SCRIPT)
+        self._reads = Reads(url, timeout=timeout)
+        self._subscriber = Subscriber(url, connect_timeout=subscribe_timeout,
+                                      probe_seconds=probe_seconds, publish=self._publish)
+
+    @classmethod
+    @asynccontextmanager
+    async def connected(cls, url: str, **options: Any) -> AsyncIterator[StandaloneBackend]:
+        """The backend, closed at the end of the block (its pub/sub runs under listen)."""
+        backend = cls(url, **options)
+        try:
+            yield backend
+        finally:
+            await backend._reads.aclose()
+            await backend._client.aclose()
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def read(self, tenant: str, job_id: str) -> Record | None:
+        values = await self._reads.request("HMGET", keys.job_key(tenant, job_id), *FIELDS)
+        return Record.from_fields(job_id, values)
+
+    async def read_many(self, tenant: str, job_ids: Sequence[str]) -> dict[str, Record | None]:
+        found: dict[str, Record | None] = {}
+        for start in range(0, len(job_ids), _READ_BATCH):
+            batch = job_ids[start:start + _READ_BATCH]
+            rows = await self._reads.request_many(
+                [("HMGET", keys.job_key(tenant, job_id), *FIELDS) for job_id in batch])
+            for job_id, values in zip(batch, rows, strict=True):
+                found[job_id] = Record.from_fields(job_id, values)
+        return found
+
+    async def epoch(self, tenant: str) -> str | None:
+        value = await self._reads.request("GET", keys.epoch_key(tenant))
+        return value.decode() if isinstance(value, bytes) else None
+
+    async def changed_since(self, tenant: str, seq: int) -> list[tuple[str, int]]:
+        rows = await self._reads.request(
+            "ZRANGE", keys.index_key(tenant), f"({seq}", "+inf", "BYSCORE", "WITHSCORES")
+        return _scored(rows)
+
+    async def newest_first(self, tenant: str, *, below: int, count: int) -> list[tuple[str, int]]:
+        rows = await self._reads.request(
+            "ZRANGE", keys.index_key(tenant), f"({below}", "-inf", "BYSCORE", "REV",
+            "LIMIT", "0", str(count), "WITHSCORES")
+        return _scored(rows)
+
+    async def active(self, tenant: str) -> list[str]:
+        rows = await self._reads.request("ZRANGE", keys.active_key(tenant), "0", "-1")
+        return [job_id.decode() for job_id in rows]
+
+    async def ping(self) -> bool:
+        try:
+            await self._reads.request("PING")
+        except BackendUnavailable:
+            return False
+        return True
+
+    async def _publish(self, channel: bytes, payload: bytes) -> object:
+        return await self._reads.request("PUBLISH", channel, payload)
+
+    # -- the one write ------------------------------------------------------------------
+
+    async def change(self, op: str, job_id: str, payload: dict[str, Any], *, tenant: str,
+                     retention_seconds: int, output_ttl_seconds: int) -> Change:
+        call = script.call(op, job_id, payload, tenant=tenant,
+                           retention_seconds=retention_seconds,
+                           output_ttl_seconds=output_ttl_seconds)
+        try:
+            reply = await self._script(keys=call.keys, args=call.args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        return script.result(call, reply)
+
+    # -- channels -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def listen(self, listener: Listener) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._subscriber.run, listener)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    @property
+    def listening(self) -> bool:
+        return self._subscriber.listening
+
+    def subscribe(self, channels: Sequence[bytes]) -> None:
+        self._subscriber.subscribe(channels)
+
+    def unsubscribe(self, channels: Sequence[bytes]) -> None:
+        self._subscriber.unsubscribe(channels)
+
+    def subscribed(self, channel: bytes) -> bool:
+        return self._subscriber.subscribed(channel)
+
+
+def _scored(rows: list[bytes]) -> list[tuple[str, int]]:
+    """(member, score) pairs of a WITHSCORES reply (RESP2: a flat list)."""
+    return [(rows[i].decode(), int(float(rows[i + 1]))) for i in range(0, len(rows), 2)]

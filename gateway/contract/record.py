@@ -1,0 +1,82 @@
+"""A job as the update script stores it (DESIGN.md sections 1 and 4)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED})
+
+# A plain dict: Status(value) goes through EnumMeta.__call__, which costs ten times more,
+# and every channel message names a status.
+_STATUSES = {status.value: status for status in Status}
+
+
+def status_of(value: str) -> Status:
+    """The Status named ``value``; ValueError for anything else."""
+    try:
+        return _STATUSES[value]
+    except KeyError:
+        raise ValueError(f"not a job status: {value[:40]!r}") from None
+
+
+# The hash fields beside the snapshot JSON that the script writes, in the order that
+# Record.from_fields reads them (update.lua's header comment documents each).
+FIELDS = ("snapshot", "version", "seq", "epoch", "status", "status_seq", "output_expires")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A job as stored: its snapshot JSON and what the gateway needs beside it."""
+
+    job_id: str
+    snapshot: bytes
+    version: int
+    seq: int
+    epoch: str
+    status: Status
+    status_seq: int
+    output_expires: float | None
+
+    @classmethod
+    def from_fields(cls, job_id: str, values: list[Any]) -> Record | None:
+        """The record of an ``HMGET`` of FIELDS; None when the job does not exist."""
+        if values[0] is None:
+            return None
+        snapshot, version, seq, epoch, status, status_seq, output_expires = (
+            v.encode() if isinstance(v, str) else (v or b"") for v in values
+        )
+        return cls(
+            job_id=job_id,
+            snapshot=snapshot,
+            version=int(version),
+            seq=int(seq),
+            epoch=epoch.decode(),
+            status=status_of(status.decode()),
+            status_seq=int(status_seq),
+            output_expires=float(output_expires) if output_expires else None,
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def body(self, now: float | None = None) -> bytes:
+        """The snapshot as served: ``output`` reads null once it expired (DESIGN.md s. 1)."""
+        if self.output_expires is not None and (now or time.time()) >= self.output_expires:
+            document = json.loads(self.snapshot)
+            document["output"] = None
+            return json.dumps(document, separators=(",", ":")).encode()
+        return self.snapshot

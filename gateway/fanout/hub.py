@@ -1,0 +1,264 @@
+"""The hub: which streams watch which channels, and the fan-out of every message to them.
+
+DESIGN.md section 5: a channel is subscribed when its first local watcher arrives and
+unsubscribed when the last leaves; each message is parsed and encoded once, and the same
+bytes are written to every watcher. One timer drives every stream's heartbeat and send
+timeout. The hub knows channels and watchers, never sockets: Redis is behind the backend
+(gateway.backend), HTTP behind each watcher's ASGI ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from gateway.backend.base import Backend
+from gateway.contract.events import Message
+from gateway.errors import BackendUnavailable
+from gateway.fanout import resync
+from gateway.fanout.watcher import Watcher
+from gateway.observability.metrics import STATS
+from gateway.timers import fail_at
+
+log = logging.getLogger("gateway.hub")
+
+# A gateway message is a snapshot of a few KiB; anything far larger is not one of ours.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+def _not_confirmed() -> BackendUnavailable:
+    return BackendUnavailable("Redis did not confirm the subscription in time")
+
+
+class Channel:
+    """One watched channel: its watchers, the streams waiting for its subscription, and
+    the position of its last message (what a resync of a tenant channel starts from)."""
+
+    __slots__ = ("last", "ready", "watchers")
+
+    def __init__(self) -> None:
+        self.watchers: set[Watcher] = set()
+        # One future per stream waiting for the SUBSCRIBE confirmation (a shared one would
+        # be cancelled for all when one waiter is), made only when someone waits, and
+        # removed by its waiter whatever the outcome.
+        self.ready: set[asyncio.Future[None]] = set()
+        self.last: tuple[str, int] | None = None  # (epoch, seq)
+
+
+class Hub:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        heartbeat_seconds: float,
+        subscribe_timeout_seconds: float,
+        send_timeout_seconds: float = 30.0,
+        on_fanout: Callable[[float], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self._heartbeat_seconds = heartbeat_seconds
+        self._subscribe_timeout = subscribe_timeout_seconds
+        self._send_timeout = send_timeout_seconds
+        self._on_fanout = on_fanout
+        self.open_streams: dict[str, int] = {}
+        self._channels: dict[bytes, Channel] = {}
+        self._watchers: set[Watcher] = set()
+        self._bad_channels: set[bytes] = set()
+        self._tasks: anyio.abc.TaskGroup | None = None
+        # Bumped on every loss: a resync of an older connection stops.
+        self._generation = 0
+        # Made in Hub.running (on the loop it serves): gateway.timers says why it is kept.
+        self._loop = asyncio.get_running_loop()
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, backend: Backend, **options: Any) -> AsyncIterator[Hub]:
+        hub = cls(backend, **options)
+        async with anyio.create_task_group() as tg, backend.listen(hub):
+            hub._tasks = tg
+            tg.start_soon(hub._timer_loop)
+            try:
+                yield hub
+            finally:
+                hub.finish_all(bytes)
+                tg.cancel_scope.cancel()
+
+    async def _timer_loop(self) -> None:
+        """One timer for every stream: heartbeats, and the send timeout of slow clients."""
+        loop = self._loop
+        tick = min(1.0, self._heartbeat_seconds)
+        next_heartbeat = loop.time() + self._heartbeat_seconds
+        while True:
+            await anyio.sleep(tick)
+            now = loop.time()
+            beat = now >= next_heartbeat
+            if beat:
+                next_heartbeat = now + self._heartbeat_seconds
+            for watcher in list(self._watchers):
+                since = watcher.waiting_since
+                if since is not None and now - since > self._send_timeout:
+                    log.warning("a stream's client took no data for %.0fs: disconnected",
+                                now - since)
+                    watcher.abort()
+                elif beat:
+                    watcher.heartbeat()
+
+    # -- watchers -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def watch(
+        self, channels: Iterable[str], watcher: Watcher, kind: str = "job"
+    ) -> AsyncIterator[None]:
+        """Deliver the messages of ``channels`` to ``watcher`` while the block runs.
+
+        Returns once every channel is subscribed (confirmed by Redis), so that a snapshot
+        read afterwards misses nothing; raises BackendUnavailable if that takes too long.
+        """
+        names = [c.encode() for c in channels]
+        new: list[bytes] = []
+        for name in names:
+            channel = self._channels.get(name)
+            if channel is None:
+                channel = self._channels[name] = Channel()
+                new.append(name)
+            channel.watchers.add(watcher)
+        self._watchers.add(watcher)
+        self.open_streams[kind] = self.open_streams.get(kind, 0) + 1
+        try:
+            if new:
+                self.backend.subscribe(new)
+            await self._until_subscribed(names)
+            yield
+        finally:
+            self._watchers.discard(watcher)
+            self.open_streams[kind] -= 1
+            gone: list[bytes] = []
+            for name in names:
+                channel = self._channels.get(name)
+                if channel is None:
+                    continue
+                channel.watchers.discard(watcher)
+                if not channel.watchers:
+                    del self._channels[name]
+                    gone.append(name)
+            if gone:
+                self.backend.unsubscribe(gone)
+
+    async def _until_subscribed(self, names: list[bytes]) -> None:
+        # Futures failed by a timer (gateway.timers), not a cancel scope: this runs for
+        # every stream that opens.
+        loop = self._loop
+        deadline = loop.time() + self._subscribe_timeout
+        subscribed = self.backend.subscribed
+        for name in names:
+            if subscribed(name):
+                continue
+            confirmed: asyncio.Future[None] = loop.create_future()
+            ready = self._channels[name].ready
+            ready.add(confirmed)
+            timer = fail_at(loop, confirmed, deadline, _not_confirmed)
+            try:
+                await confirmed
+            finally:
+                timer.cancel()
+                ready.discard(confirmed)  # a failed wait must not keep the stream alive
+
+    # -- told by the backend (gateway.backend.base.Listener) ----------------------------
+
+    def on_message(self, channel: bytes, payload: bytes) -> None:
+        if channel not in self._channels:
+            return
+        try:
+            if len(payload) > MAX_MESSAGE_BYTES:
+                raise ValueError("oversize")
+            message = Message.parse(payload)
+        except ValueError:
+            self._bad_message(channel, payload)
+            return
+        self.dispatch(channel, message)
+
+    def on_subscribed(self, channel: bytes) -> None:
+        watched = self._channels.get(channel)
+        if watched is not None and watched.ready:
+            for confirmed in watched.ready:
+                if not confirmed.done():
+                    confirmed.set_result(None)
+
+    def on_lost(self, channels: Collection[bytes]) -> None:
+        self._generation += 1  # a resync still running belongs to the lost connection
+
+    def on_restored(self, channels: Collection[bytes]) -> None:
+        """Re-read what the watchers of ``channels`` may have missed (DESIGN.md s. 5)."""
+        if self._tasks is not None:
+            self._tasks.start_soon(self._resync_until_done, list(channels), self._generation)
+
+    async def _resync_until_done(self, channels: list[bytes], generation: int) -> None:
+        """Retry while the reads are not back yet (they died with the server too)."""
+        delay = 0.05
+        while generation == self._generation:
+            with anyio.move_on_after(self._subscribe_timeout * 2):
+                try:
+                    await resync.resync(self, [c for c in channels if c in self._channels])
+                    return
+                except BackendUnavailable:
+                    pass
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    # -- fan-out ------------------------------------------------------------------------
+
+    def dispatch(self, name: bytes, message: Message) -> None:
+        channel = self._channels.get(name)
+        if channel is None:
+            return
+        channel.last = (message.epoch, message.seq)
+        for watcher in channel.watchers:
+            watcher.deliver(message)
+        if self._on_fanout is not None and message.published_us:
+            self._on_fanout(time.time() - message.published_us / 1e6)
+
+    def last_position(self, name: bytes) -> tuple[str, int] | None:
+        """(epoch, seq) of the last message dispatched on a watched channel."""
+        channel = self._channels.get(name)
+        return channel.last if channel is not None else None
+
+    def _bad_message(self, name: bytes, payload: bytes) -> None:
+        STATS.bad_messages += 1
+        if name not in self._bad_channels:  # logged once per channel, then only counted
+            self._bad_channels.add(name)
+            log.warning("dropped a malformed message on %s (%d bytes)",
+                        name.decode(errors="replace"), len(payload))
+
+    def finish_channel(self, name: bytes) -> None:
+        """End the streams of one channel (its job is gone)."""
+        channel = self._channels.get(name)
+        for watcher in list(channel.watchers if channel else ()):
+            watcher.finish()
+
+    def finish_all(self, last_frame: Callable[[], bytes]) -> None:
+        """End every open stream after what is pending, with ``last_frame()`` last."""
+        for watcher in list(self._watchers):
+            watcher.finish(last_frame())
+
+    # -- gauges -------------------------------------------------------------------------
+
+    @property
+    def listening(self) -> bool:
+        return self.backend.listening
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)

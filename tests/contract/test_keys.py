@@ -1,0 +1,29 @@
+"""Key and channel names, and the job id rule (DESIGN.md sections 1 and 4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.contract import keys
+
+
+@pytest.mark.parametrize("job_id,valid", [
+    ("a", True), ("A-z_0-9", True), ("x" * 128, True), ("x" * 129, False), ("", False),
+    ("a/b", False), ("a*", False), ("a b", False), ("ä", False), ("a\n", False),
+])
+def test_the_job_id_rule(job_id: str, valid: bool) -> None:
+    assert keys.valid_job_id(job_id) is valid
+
+
+def test_every_key_of_a_tenant_shares_its_hash_tag() -> None:
+    names = [*keys.script_keys("acme", "j1"), keys.tenant_channel("acme"),
+             keys.job_channel("acme", "j1")]
+    assert all(name.startswith("gw:{acme}:") for name in names)
+    assert keys.job_channel("acme", "j1") == keys.job_key("acme", "j1") == "gw:{acme}:job:j1"
+
+
+def test_channels_parse_back() -> None:
+    assert keys.parse_job_channel("gw:{acme}:job:j1") == ("acme", "j1")
+    assert keys.parse_tenant_channel("gw:{acme}:jobs") == "acme"
+    assert keys.parse_job_channel("gw:{acme}:jobs") is None
+    assert keys.parse_tenant_channel("gw:{acme}:job:j1") is None

@@ -1,0 +1,303 @@
+"""The hub against a scripted backend: subscriptions, fan-out, resync, timers.
+
+No Redis: the test plays the backend's side (confirmations, messages, losses) by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from asgi_socket import Socket
+from scripted import ScriptedBackend, record
+
+from gateway.contract import frames, keys
+from gateway.errors import BackendUnavailable
+from gateway.fanout.hub import MAX_MESSAGE_BYTES, Hub
+from gateway.fanout.watcher import Watcher
+from gateway.observability.metrics import STATS
+
+pytestmark = pytest.mark.anyio
+
+JOB = keys.job_channel("default", "a").encode()
+TENANT = keys.tenant_channel("default").encode()
+
+
+def payload(job: str, version: int, seq: int, status: str = "running",
+            event: str = "progress", epoch: str = "epoch1") -> bytes:
+    data = b'{"job_id":"%s","status":"%s","version":%d}' % (
+        job.encode(), status.encode(), version)
+    return b"%s-%d %s %d %s 0 %s\n%s" % (epoch.encode(), seq, event.encode(), version,
+                                         status.encode(), job.encode(), data)
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def backend() -> ScriptedBackend:
+    return ScriptedBackend()
+
+
+@pytest.fixture
+async def hub(backend: ScriptedBackend) -> AsyncIterator[Hub]:
+    async with Hub.running(backend, heartbeat_seconds=60, subscribe_timeout_seconds=0.2,
+                           send_timeout_seconds=60) as hub:
+        yield hub
+
+
+async def open_watch(hub: Hub, channels: list[str], watcher: Watcher) -> asyncio.Event:
+    """Hold ``hub.watch`` open in a task; the event is set once it returned."""
+    ready = asyncio.Event()
+
+    async def hold() -> None:
+        async with hub.watch(channels, watcher):
+            ready.set()
+            await anyio.sleep_forever()
+
+    asyncio.get_running_loop().create_task(hold())
+    await settle()
+    return ready
+
+
+async def test_the_first_watcher_subscribes_and_waits_for_the_confirmation(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    ready = await open_watch(hub, [JOB.decode()], Watcher(Socket().send,
+                                                          close_on_terminal=False))
+    assert backend.calls == [("subscribe", [JOB])]
+    assert not ready.is_set()  # a snapshot read now could miss a change
+    backend.confirm(JOB)
+    await settle()
+    assert ready.is_set()
+
+
+async def test_a_second_watcher_of_a_confirmed_channel_neither_subscribes_nor_waits(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    await open_watch(hub, [JOB.decode()], Watcher(Socket().send, close_on_terminal=False))
+    backend.confirm(JOB)
+    ready = await open_watch(hub, [JOB.decode()], Watcher(Socket().send,
+                                                          close_on_terminal=False))
+    assert ready.is_set()
+    assert backend.calls == [("subscribe", [JOB])]
+    assert hub.channel_count == 1 and hub.watcher_count == 2
+
+
+async def test_an_unconfirmed_subscription_fails_in_time_and_leaves_nothing(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    watcher = Watcher(Socket().send, close_on_terminal=False)
+    with pytest.raises(BackendUnavailable), anyio.fail_after(2):
+        async with hub.watch([JOB.decode()], watcher):
+            pass
+    assert backend.calls == [("subscribe", [JOB]), ("unsubscribe", [JOB])]
+    assert hub.channel_count == 0 and hub.watcher_count == 0
+    assert hub.open_streams == {"job": 0}
+
+
+async def test_the_last_watcher_leaving_unsubscribes(hub: Hub, backend: ScriptedBackend) -> None:
+    backend.subscribed_now.add(JOB)  # confirmed at once
+    first = Watcher(Socket().send, close_on_terminal=False)
+    second = Watcher(Socket().send, close_on_terminal=False)
+    async with hub.watch([JOB.decode()], first):
+        async with hub.watch([JOB.decode()], second):
+            pass
+        assert backend.calls == [("subscribe", [JOB])]
+    assert backend.calls == [("subscribe", [JOB]), ("unsubscribe", [JOB])]
+
+
+async def test_a_message_is_parsed_once_and_reaches_every_watcher(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    sockets = [Socket() for _ in range(3)]
+    watchers = [Watcher(s.send, close_on_terminal=False) for s in sockets]
+    backend.subscribed_now.add(JOB)
+    for watcher in watchers:
+        await open_watch(hub, [JOB.decode()], watcher)
+        watcher.release()
+    backend.publish(JOB, payload("a", 2, seq=7))
+    for socket in sockets:
+        assert socket.events() == [("progress", "epoch1-7")]
+    # One frame, one ASGI body for all of them.
+    assert len({id(s.bodies[0]) for s in sockets}) == 1
+    assert hub.last_position(JOB) == ("epoch1", 7)
+
+
+async def test_messages_of_unwatched_channels_are_ignored(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    bad = STATS.bad_messages
+    backend.publish(b"gw:{default}:job:nobody", b"anything at all")
+    assert STATS.bad_messages == bad
+
+
+@pytest.mark.parametrize("junk", [
+    b"not a gateway message",
+    b"epoch1-1 progress 1 running 0 a\nnot json",
+    b"epoch1-1 progress 1 running 0 a\n{\"a\":1}" + b" " * MAX_MESSAGE_BYTES,
+    b"epoch1-x progress 1 running 0 a\n{}",
+    b"epoch1-1 progress 1 flying 0 a\n{}",
+])
+async def test_malformed_messages_are_dropped_and_counted(
+    hub: Hub, backend: ScriptedBackend, junk: bytes
+) -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    backend.subscribed_now.add(JOB)
+    await open_watch(hub, [JOB.decode()], watcher)
+    watcher.release()
+    bad = STATS.bad_messages
+    backend.publish(JOB, junk)
+    assert STATS.bad_messages == bad + 1
+    assert socket.bodies == []
+    backend.publish(JOB, payload("a", 1, seq=1))  # the channel still works
+    assert socket.events() == [("progress", "epoch1-1")]
+
+
+async def test_restored_job_channels_get_what_moved_and_gone_jobs_end(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    gone = keys.job_channel("default", "b").encode()
+    sockets = {JOB: Socket(), gone: Socket()}
+    watchers = {}
+    backend.subscribed_now.update(sockets)
+    for channel, socket in sockets.items():
+        watchers[channel] = watcher = Watcher(socket.send, close_on_terminal=True)
+        await open_watch(hub, [channel.decode()], watcher)
+        watcher.release()
+    backend.publish(JOB, payload("a", 2, seq=2, status="queued", event="status"))
+    backend.lose()
+    backend.records["a"] = record("a", 4, seq=9, status="running", status_seq=8)
+    backend.restore(JOB, gone)
+    await settle()
+    # The status moved while the connection was away: the client is told so.
+    assert sockets[JOB].events() == [("status", "epoch1-2"), ("status", "epoch1-9")]
+    assert watchers[gone].closed and sockets[gone].more == [False]
+
+
+async def test_a_restored_tenant_channel_gets_the_jobs_changed_since_its_last_message(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    backend.subscribed_now.add(TENANT)
+    await open_watch(hub, [TENANT.decode()], watcher)
+    watcher.release()
+    backend.publish(TENANT, payload("a", 1, seq=3, status="queued", event="status"))
+    backend.lose()
+    backend.epochs["default"] = "epoch1"
+    backend.records = {"a": record("a", 2, seq=4, status="running"),
+                       "b": record("b", 1, seq=5, status="queued")}
+    backend.index = {"old": 2, "a": 4, "b": 5}
+    backend.restore(TENANT)
+    await settle()
+    assert socket.events() == [("status", "epoch1-3"), ("status", "epoch1-4"),
+                               ("status", "epoch1-5")]
+
+
+async def test_a_restored_tenant_channel_of_another_epoch_ends_its_streams(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    backend.subscribed_now.add(TENANT)
+    await open_watch(hub, [TENANT.decode()], watcher)
+    watcher.release()
+    backend.publish(TENANT, payload("a", 1, seq=3, status="queued", event="status"))
+    backend.lose()
+    backend.epochs["default"] = "epoch2"  # Redis lost its data meanwhile
+    backend.restore(TENANT)
+    await settle()
+    assert watcher.closed and socket.more[-1] is False
+
+
+async def test_a_resync_retries_until_the_reads_are_back(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=True)
+    backend.subscribed_now.add(JOB)
+    await open_watch(hub, [JOB.decode()], watcher)
+    watcher.release()
+    backend.lose()
+    backend.unavailable = True
+    backend.records["a"] = record("a", 3, seq=3, status_seq=2)
+    backend.restore(JOB)
+    with anyio.fail_after(5):
+        while backend.reads < 3:
+            await anyio.sleep(0.01)
+    assert socket.bodies == []
+    backend.unavailable = False
+    with anyio.fail_after(5):
+        while not socket.bodies:
+            await anyio.sleep(0.01)
+    # Nothing came on the channel before the loss: the status change may have been missed.
+    assert socket.events() == [("status", "epoch1-3")]
+
+
+async def test_a_resync_of_a_lost_connection_stops(hub: Hub, backend: ScriptedBackend) -> None:
+    backend.subscribed_now.add(JOB)
+    await open_watch(hub, [JOB.decode()], Watcher(Socket().send, close_on_terminal=True))
+    backend.lose()
+    backend.unavailable = True
+    backend.restore(JOB)
+    with anyio.fail_after(5):
+        while backend.reads < 2:
+            await anyio.sleep(0.01)
+    backend.lose()  # lost again: that resync belongs to a dead connection
+    await anyio.sleep(0.3)  # longer than its retry delays so far
+    reads = backend.reads
+    await anyio.sleep(0.5)
+    assert backend.reads == reads
+
+
+async def test_one_timer_sends_heartbeats_to_idle_streams(backend: ScriptedBackend) -> None:
+    async with Hub.running(backend, heartbeat_seconds=0.05, subscribe_timeout_seconds=1,
+                           send_timeout_seconds=60) as hub:
+        idle, busy = Socket(), Socket()
+        backend.subscribed_now.add(JOB)
+        for socket in (idle, busy):
+            watcher = Watcher(socket.send, close_on_terminal=False)
+            await open_watch(hub, [JOB.decode()], watcher)
+            watcher.release()
+        busy.fill()
+        with anyio.fail_after(5):
+            while idle.bodies.count(frames.HEARTBEAT) < 2:
+                await anyio.sleep(0.01)
+        # The busy one's first heartbeat is still waiting for room: no second one queued.
+        assert busy.bodies == []
+        busy.drain()
+        await settle()
+        assert busy.bodies == [frames.HEARTBEAT]
+
+
+async def test_a_client_that_takes_no_data_is_dropped_after_the_send_timeout(
+    backend: ScriptedBackend
+) -> None:
+    async with Hub.running(backend, heartbeat_seconds=0.05, subscribe_timeout_seconds=1,
+                           send_timeout_seconds=0.2) as hub:
+        socket = Socket()
+        socket.fill()
+        backend.subscribed_now.add(JOB)
+        watchers: list[Watcher] = []
+
+        async def stream() -> None:  # the stream's own task, which abort() cancels
+            watcher = Watcher(socket.send, close_on_terminal=False)
+            watchers.append(watcher)
+            async with hub.watch([JOB.decode()], watcher):
+                watcher.release()
+                await anyio.sleep_forever()
+
+        task = asyncio.get_running_loop().create_task(stream())
+        slow = STATS.slow_disconnects
+        with anyio.fail_after(5):
+            while not task.done():
+                await anyio.sleep(0.01)
+        assert task.cancelled() and watchers[0].aborted
+        assert STATS.slow_disconnects == slow + 1
+        assert hub.watcher_count == 0
