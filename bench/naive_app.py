@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-# A naive app still has to find the gateway's keys; this is their layout (gateway.keys).
+# A naive app still has to find the gateway's keys; this is their layout (gateway.contract.keys).
 KEY = "gw:{{default}}:job:{}"
 
 

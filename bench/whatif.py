@@ -32,7 +32,7 @@ class WhatIf:
 
 
 WHAT_IFS = (
-    # The gateway tunes the garbage collector itself now (gateway/app.py); what is left of
+    # The gateway tunes the garbage collector itself now (gateway/runtime.py); what is left of
     # a stream's opening beside the Redis read and the subscription is the access log.
     WhatIf("idle", "no access log (`GATEWAY_LOG_LEVEL=warning`)",
            ("rate@1000", "rate@5000", "server_us_per_stream@5000", "mem_kib@5000"),

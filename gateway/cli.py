@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -51,10 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=False,
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         )
-        # uvicorn re-raises the signal that stopped it once it is done, so that a default
-        # handler ends the process with it; a stop that went well exits 0 instead.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: None)
+        # A stop by SIGTERM/SIGINT exits 0: gateway.runtime, under any server.
         uvicorn.Server(config).run()
     return 0
 

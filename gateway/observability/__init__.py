@@ -1,2 +1,2 @@
-"""What the gateway tells its operators: JSON logs and the access log (``logs``), and
-Prometheus metrics (``metrics``)."""
+"""What the gateway tells its operators: JSON logs (``logs``), the access log
+(``access``), and Prometheus metrics (``metrics``)."""

@@ -1,7 +1,7 @@
-"""Structured logs: one JSON object per line, with a request id, secrets redacted (issue 4).
+"""Structured logs: one JSON object per line (issue 4).
 
-The access log is written by ``AccessLog``; other loggers (the hub's reconnects, uvicorn's
-errors) go through the same formatter when ``gateway serve`` runs.
+Every logger (the access log of gateway.observability.access, the backend's reconnects,
+uvicorn's errors) goes through the same formatter when ``gateway serve`` runs.
 """
 
 from __future__ import annotations
@@ -9,31 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
-import re
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
-from gateway.negotiation import Representation, negotiate
+from gateway.observability.access import access_log
 
-access_log = logging.getLogger("gateway.access")
-
-# Query parameters whose values never reach a log: API keys, tokens, presigned signatures.
-_SECRET = re.compile(r"key|token|secret|password|passwd|signature|sig|auth|credential", re.I)
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _STANDARD = {*vars(logging.makeLogRecord({})), "color_message"}  # uvicorn adds color_message
-
-
-def redact_query(query: str) -> str:
-    if "%" not in query and not _SECRET.search(query):
-        return query  # nothing that could name a secret, even encoded (the common case)
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, "REDACTED" if _SECRET.search(k) else v) for k, v in pairs])
 
 
 class JsonFormatter(logging.Formatter):
@@ -152,68 +136,3 @@ def configure(level: str) -> None:
         logging.getLogger(name).propagate = True
     # The access log is ours (with request ids and redaction); uvicorn's would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
-
-
-def _new_request_id() -> str:
-    # A correlation id, not a secret: the Mersenne Twister is enough, and unlike
-    # secrets.token_hex it costs no getrandom() system call per request.
-    return f"{random.getrandbits(64):016x}"
-
-
-class AccessLog:
-    """ASGI middleware: a request id for every request, and one access line at its end.
-
-    Event streams get their ``send`` unwrapped: it is the hot path, called for every
-    frame (DESIGN.md section 5). Their endpoint records the status in the scope state.
-    """
-
-    def __init__(self, app: Any, *, direct: Callable[[dict[str, Any]], bool] | None = None) -> None:
-        self.app = app
-        # Which requests reach a raw endpoint (gateway.front): only there does a stream
-        # get its send unwrapped, because only there does the endpoint add the header.
-        self._direct = direct
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = accept = None
-        for name, value in scope.get("headers") or ():
-            # The first of each, as Starlette's Headers.get reads them for the endpoint.
-            if name == b"accept" and accept is None:
-                accept = value.decode("latin-1")
-            elif name == b"x-request-id" and given is None:
-                given = value.decode("latin-1")
-        request_id = given if given and _REQUEST_ID.fullmatch(given) else _new_request_id()
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        started = time.perf_counter()
-        stream = (scope["method"] in ("GET", "HEAD")
-                  and (self._direct is None or self._direct(scope))
-                  and negotiate(accept or None) is Representation.STREAM)
-        state["stream"] = stream  # its send is not wrapped: see problems.answer
-        if stream:
-            outgoing = send
-        else:
-            async def outgoing(message: dict[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    state["status"] = message["status"]
-                    message["headers"] = [*message.get("headers", []),
-                                          (b"x-request-id", request_id.encode())]
-                await send(message)
-        try:
-            await self.app(scope, receive, outgoing)
-        finally:
-            access_log.info(
-                "%s %s %s", scope["method"], scope["path"], state.get("status", 0),
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "query": redact_query(scope.get("query_string", b"").decode("latin-1")),
-                    "status": state.get("status", 0),
-                    "stream": stream,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "client": (scope.get("client") or ("", 0))[0],
-                },
-            )

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from gateway.observability.logs import redact_query
+from gateway.observability.access import redact_query
 from gateway.worker import SyncWorker
 
 

@@ -1,4 +1,4 @@
-"""Event streams of ``GET /v1/jobs/{id}`` (DESIGN.md section 3), on the lean path.
+"""The event stream of ``GET /v1/jobs/{id}`` (DESIGN.md section 3), on the lean path.
 
 The stream is a plain ASGI exchange: no task group, no disconnect listener, no per-stream
 heartbeat task (DESIGN.md section 5). Its one task writes the opening frames, hands the
@@ -8,42 +8,24 @@ stream to the hub, and then waits for the client to leave.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from gateway import problems
-from gateway.backend.base import Backend
+from starlette.types import Receive, Send
+
 from gateway.contract import frames, keys
 from gateway.contract.events import EventId, Message
 from gateway.contract.record import Record
-from gateway.fanout.hub import Hub
 from gateway.fanout.watcher import Watcher
-
-Scope = dict[str, Any]
-
-STREAM_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # nginx and friends: do not buffer the stream
-    (b"vary", b"Accept"),
-]
-_NO_CONTENT_HEADERS = [(b"cache-control", b"no-cache"), (b"vary", b"Accept")]
+from gateway.web import problems
+from gateway.web.context import Context
+from gateway.web.services import Services
 
 
-def response_start(state: dict[str, Any], status: int) -> dict[str, Any]:
-    """The stream's http.response.start; its status is noted for the access log."""
-    state["status"] = status
-    headers = STREAM_HEADERS if status == 200 else _NO_CONTENT_HEADERS
-    request_id = state.get("request_id")
-    if request_id:
-        headers = [*headers, (b"x-request-id", request_id.encode())]
-    return {"type": "http.response.start", "status": status, "headers": headers}
-
-
-async def stream_head(send: Any, state: dict[str, Any], status: int = 200) -> None:
+async def head(context: Context, send: Send, status: int = 200) -> None:
     """``HEAD`` with ``Accept: text/event-stream``: the status and headers a GET would
     start with, and no stream."""
-    await send(response_start(state, status))
-    await send({"type": "http.response.body", "body": b""})
+    headers = frames.STREAM_HEADERS if status == 200 else frames.NO_CONTENT_HEADERS
+    await send(context.start(status, headers))
+    await send(frames.body(b"", more=False))
 
 
 def opening_event(record: Record, last: EventId | None) -> str | None:
@@ -61,7 +43,7 @@ def opening_event(record: Record, last: EventId | None) -> str | None:
     return "status" if last.seq < record.status_seq else "progress"
 
 
-async def wait_for_disconnect(receive: Any, watcher: Watcher) -> None:
+async def wait_for_disconnect(receive: Receive, watcher: Watcher) -> None:
     """Until the client leaves, the hub ends the stream, or the watcher is aborted.
 
     ASGI: receive() returns http.disconnect once the client left or the response is
@@ -80,41 +62,38 @@ async def wait_for_disconnect(receive: Any, watcher: Watcher) -> None:
 
 
 async def job_stream(
-    receive: Any,
-    send: Any,
+    services: Services,
+    context: Context,
+    receive: Receive,
+    send: Send,
     *,
-    hub: Hub,
-    backend: Backend,
-    tenant: str,
     job_id: str,
     last_event_id: EventId | None,
-    retry_ms: int,
-    state: dict[str, Any],
 ) -> None:
     watcher = Watcher(send, close_on_terminal=True)
+    tenant = context.tenant
     try:
         # Subscribe first, read second: whatever changes after the read is already on its
         # way through the hub, and the watcher drops what the snapshot already covered.
-        async with hub.watch([keys.job_channel(tenant, job_id)], watcher, "job"):
-            record = await backend.read(tenant, job_id)
+        async with services.hub.watch([keys.job_channel(tenant, job_id)], watcher, "job"):
+            record = await services.backend.read(tenant, job_id)
             if record is None:
                 raise problems.not_found(job_id)
             event = opening_event(record, last_event_id)
             if event is None and record.terminal:
                 # A reconnect at or past the terminal change: 204 stops EventSource.
-                await send(response_start(state, 204))
-                await send({"type": "http.response.body", "body": b""})
+                await head(context, send, 204)
                 return
             opening = Message.from_record(record, event or "progress")
             watcher.mark_sent(opening)
             # The retry field shares the opening event's block when there is one: some
             # clients (httpx-sse) report a block without data as an empty event.
-            body = frames.retry(retry_ms)
+            body = frames.retry(services.settings.retry_ms)
             if event is not None:
                 body = body[:-1] + opening.frame
             final = opening.terminal
-            await send(response_start(state, 200))
-            await send({"type": "http.response.body", "body": body, "more_body": not final})
+            await send(context.start(200, frames.STREAM_HEADERS))
+            await send(frames.body(body, more=not final))
             if final:
                 return
             watcher.release()

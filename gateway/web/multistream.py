@@ -9,31 +9,29 @@ id by sending again, as snapshots, exactly the jobs that changed after it.
 
 from __future__ import annotations
 
-from typing import Any
+from starlette.types import Receive, Send
 
-from gateway.backend.base import Backend
 from gateway.contract import frames, keys
 from gateway.contract.events import EventId, Message
-from gateway.fanout.hub import Hub
 from gateway.fanout.watcher import Watcher
-from gateway.streams import response_start, wait_for_disconnect
+from gateway.web.context import Context
+from gateway.web.services import Services
+from gateway.web.streams import wait_for_disconnect
 
 MAX_JOB_IDS = 100
 
 
 async def jobs_stream(
-    receive: Any,
-    send: Any,
+    services: Services,
+    context: Context,
+    receive: Receive,
+    send: Send,
     *,
-    hub: Hub,
-    backend: Backend,
-    tenant: str,
     job_ids: list[str] | None,
     last_event_id: EventId | None,
-    retry_ms: int,
-    state: dict[str, Any],
 ) -> None:
     watcher = Watcher(send, close_on_terminal=False)
+    tenant, backend = context.tenant, services.backend
     if job_ids:
         channels = [keys.job_channel(tenant, job_id) for job_id in job_ids]
     else:
@@ -41,7 +39,7 @@ async def jobs_stream(
     try:
         # As for one job: subscribe first, then read, and let the watcher drop what the
         # snapshots already cover.
-        async with hub.watch(channels, watcher, "jobs" if job_ids else "tenant"):
+        async with services.hub.watch(channels, watcher, "jobs" if job_ids else "tenant"):
             epoch = await backend.epoch(tenant)
             resume = last_event_id is not None and last_event_id.epoch == epoch
             changed_at: dict[str, int] = {}
@@ -66,11 +64,11 @@ async def jobs_stream(
                     opening.append(Message.deleted(epoch, changed_at[job_id], job_id))
                 elif job_ids:
                     unknown.append(job_id)
-            body = frames.retry(retry_ms)
+            body = frames.retry(services.settings.retry_ms)
             if unknown:
                 body += frames.unknown(unknown)
-            await send(response_start(state, 200))
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send(context.start(200, frames.STREAM_HEADERS))
+            await send(frames.body(body, more=True))
             watcher.open_with(opening)
             watcher.release()
             await wait_for_disconnect(receive, watcher)

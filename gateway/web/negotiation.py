@@ -11,11 +11,6 @@ from __future__ import annotations
 from enum import Enum
 from functools import lru_cache
 
-from starlette.requests import Request
-
-from gateway import problems
-from gateway.contract.events import EventId
-
 
 class Representation(Enum):
     JSON = "application/json"
@@ -81,24 +76,5 @@ def _negotiate(accept: str | None) -> Representation | None:
     return Representation.STREAM if stream_q > json_q else Representation.JSON
 
 
-# Clients send a handful of distinct Accept headers, and every request is negotiated
-# twice (the access log, the endpoint): each short header is parsed once.
+# Clients send a handful of distinct Accept headers: each short one is parsed once.
 _negotiate_cached = lru_cache(maxsize=512)(_negotiate)
-
-
-def requested(request: Request, allow: str) -> Representation:
-    """The representation a GET asks for; a 405 or 406 ApiError otherwise."""
-    if request.method not in ("GET", "HEAD"):
-        raise problems.ApiError(405, "request.method_not_allowed",
-                                f"{request.method} is not allowed here", {"Allow": allow})
-    representation = negotiate(request.headers.get("accept"))
-    if representation is None:
-        raise problems.not_acceptable()
-    return representation
-
-
-def last_event_id(request: Request) -> EventId | None:
-    """The position to resume from: the header (what EventSource sends) wins over the
-    ``last_event_id`` query parameter (for a first connection); a malformed one is None."""
-    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    return EventId.parse(raw)

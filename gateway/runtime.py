@@ -1,0 +1,72 @@
+"""The process around the app: garbage collector tuning and exit signals.
+
+Both are set up by the app's lifespan (gateway.app), so that they hold under any ASGI
+server: ``gateway serve``, plain ``uvicorn --factory``, ``--workers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from gateway.contract import frames
+from gateway.fanout.hub import Hub
+
+# Young-generation collections every 50,000 net allocations instead of 700. Each open
+# stream leaves a handful of long-lived objects (its coroutine frames, watcher, dicts);
+# with the default thresholds the collector kept re-scanning all of them, and at a few
+# thousand streams it took a third of the CPU of accepting new ones (docs/architecture.md).
+_GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Move what start-up built (modules, settings, the hub) out of the collector's way."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
+
+
+@contextmanager
+def streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Iterator[None]:
+    """On SIGTERM/SIGINT, end every open stream with a ``retry:`` (DESIGN.md section 5),
+    and let a stop that went well exit 0.
+
+    An ASGI server waits for open responses before it runs the lifespan shutdown, so the
+    streams must end when the signal arrives. The server's own handler still runs after
+    ours; jitter spreads the clients' reconnects over [retry, 2 * retry] milliseconds.
+    """
+    loop = asyncio.get_running_loop()
+
+    def end_streams() -> None:
+        hub.finish_all(lambda: frames.retry(random.randint(retry_ms, 2 * retry_ms)))
+
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        # A signal handler may run between any two bytecodes: only schedule the work.
+        loop.call_soon_threadsafe(end_streams)
+        chained = previous.get(signum)
+        if callable(chained):
+            chained(signum, frame)
+            # uvicorn records the signal to re-raise it once it has stopped, so that the
+            # process dies of it; a stop that went well should exit 0 (issue 4), so the
+            # record goes.
+            captured = getattr(getattr(chained, "__self__", None), "_captured_signals", None)
+            if isinstance(captured, list) and signum in captured:
+                captured.remove(signum)
+
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[int(sig)] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (an embedding server): nothing to chain
+        pass
+    try:
+        yield
+    finally:
+        for signum, chained in previous.items():
+            signal.signal(signum, chained)

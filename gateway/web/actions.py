@@ -1,0 +1,77 @@
+"""What users do to a job besides reading it: cancel, delete, download (DESIGN.md s. 2).
+
+Cancel and delete run the update script like any worker change, so their watchers see
+them at once (a ``status`` or ``deleted`` event) and the transition rules stay in one
+place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import Send
+
+from gateway.contract.record import Status
+from gateway.contract.script import Change
+from gateway.errors import InvalidTransition, JobNotFound
+from gateway.web import params, problems
+from gateway.web.context import Context
+from gateway.web.services import Services
+from gateway.web.types import Reply
+
+
+class Actions:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def _change(self, context: Context, op: str, job_id: str) -> Change:
+        settings = self.services.settings
+        try:
+            return await self.services.backend.change(
+                op, job_id, {}, tenant=context.tenant,
+                retention_seconds=settings.retention_seconds,
+                output_ttl_seconds=settings.output_ttl_seconds)
+        except JobNotFound:
+            raise problems.not_found(job_id) from None
+
+    async def cancel(self, request: Request, context: Context, send: Send) -> Reply:
+        """A queued job is canceled at once; a running one gets ``cancel_requested``."""
+        job_id = params.job_id(request)
+        try:
+            change = await self._change(context, "request_cancel", job_id)
+        except InvalidTransition as exc:
+            raise problems.ApiError(409, "jobs.not_cancellable",
+                                    f"job {job_id!r} already ended ({exc.status})") from None
+        return JSONResponse(change.data, status_code=202,
+                            headers={"Location": f"/v1/jobs/{job_id}"})
+
+    async def delete(self, request: Request, context: Context, send: Send) -> Reply:
+        job_id = params.job_id(request)
+        try:
+            await self._change(context, "delete", job_id)
+        except InvalidTransition as exc:
+            raise problems.ApiError(
+                409, "jobs.not_deletable",
+                f"job {job_id!r} is {exc.status}: cancel it first, then delete it") from None
+        return Response(status_code=204)
+
+    async def download(self, request: Request, context: Context, send: Send) -> Reply:
+        """307 to the output's presigned URL, while it lives."""
+        job_id = params.job_id(request)
+        record = await self.services.backend.read(context.tenant, job_id)
+        if record is None:
+            raise problems.not_found(job_id)
+        if record.status != Status.COMPLETED:
+            raise problems.ApiError(409, "jobs.not_ready",
+                                    f"job {job_id!r} is {record.status}: there is no output")
+        if record.output_expires is not None and time.time() >= record.output_expires:
+            raise problems.ApiError(410, "jobs.expired", f"the output of job {job_id!r} expired")
+        output = json.loads(record.snapshot).get("output") or {}
+        if not output.get("file_url"):
+            raise problems.ApiError(409, "jobs.not_ready",
+                                    f"the worker gave no file_url for job {job_id!r}")
+        return RedirectResponse(output["file_url"], status_code=307,
+                                headers={"Cache-Control": "no-store"})

@@ -1,0 +1,107 @@
+"""``GET /v1/jobs/{id}``: one job, as a JSON snapshot or an event stream (DESIGN.md s. 2)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message as AsgiMessage
+from starlette.types import Send
+
+from gateway.contract import keys
+from gateway.contract.events import Message
+from gateway.contract.frames import HEARTBEAT
+from gateway.contract.record import Record
+from gateway.fanout.watcher import Watcher
+from gateway.web import params, problems, streams
+from gateway.web.context import Context
+from gateway.web.negotiation import Representation
+from gateway.web.services import Services
+from gateway.web.types import Reply
+
+# DESIGN.md section 2: the polite polling interval of a job that is not done.
+POLL_INTERVAL_SECONDS = 2
+
+
+def _etag_matches(header: str, version: int) -> bool:
+    wanted = f'"{version}"'
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == wanted:
+            return True
+    return False
+
+
+def _snapshot_headers(record: Record) -> dict[str, str]:
+    headers = {"ETag": f'"{record.version}"', "Vary": "Accept", "Cache-Control": "no-cache"}
+    if not record.terminal:
+        headers["Retry-After"] = str(POLL_INTERVAL_SECONDS)
+    return headers
+
+
+class JobEndpoint:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def get(self, request: Request, context: Context, send: Send) -> Reply:
+        representation = context.representation()
+        if representation is None:
+            raise problems.not_acceptable()
+        job_id = params.job_id(request)
+        services, tenant = self.services, context.tenant
+        if representation is Representation.STREAM:
+            context.stream = True
+            if request.method == "HEAD":
+                record = await services.backend.read(tenant, job_id)
+                if record is None:
+                    raise problems.not_found(job_id)
+                past_end = record.terminal and streams.opening_event(
+                    record, params.last_event_id(request)) is None
+                return streams.head(context, send, 204 if past_end else 200)
+            return streams.job_stream(services, context, request.receive, send, job_id=job_id,
+                                      last_event_id=params.last_event_id(request))
+        if_none_match = request.headers.get("if-none-match")
+        wait = params.preferred_wait(request.headers.get("prefer")) if if_none_match else None
+        if wait is not None:
+            record = await self._long_poll(context, job_id, if_none_match or "", wait)
+        else:
+            record = await services.backend.read(tenant, job_id)
+        if record is None:
+            raise problems.not_found(job_id)
+        headers = _snapshot_headers(record)
+        if wait is not None:
+            headers["Preference-Applied"] = f"wait={wait}"
+        if if_none_match and _etag_matches(if_none_match, record.version):
+            return Response(status_code=304, headers=headers)
+        return Response(record.body(), media_type="application/json", headers=headers)
+
+    async def _long_poll(self, context: Context, job_id: str, if_none_match: str,
+                         wait: int) -> Record | None:
+        """The job once its version differs from ``If-None-Match``, or after ``wait`` seconds.
+
+        It waits like a stream (subscribe, then read), with a watcher whose ``send`` only
+        notes that something arrived: no task, nothing held but one event.
+        """
+        changed = asyncio.Event()
+        backend, tenant = self.services.backend, context.tenant
+
+        async def note(message: AsgiMessage) -> None:
+            if message.get("body") != HEARTBEAT:
+                changed.set()
+
+        watcher = Watcher(note, close_on_terminal=True)
+        async with self.services.hub.watch([keys.job_channel(tenant, job_id)], watcher,
+                                           "longpoll"):
+            record = await backend.read(tenant, job_id)
+            if record is None or not _etag_matches(if_none_match, record.version) or (
+                    record.terminal):
+                return record
+            watcher.mark_sent(Message.from_record(record, "progress"))
+            watcher.release()
+            with anyio.move_on_after(wait):
+                await changed.wait()
+            watcher.discard()
+            return await backend.read(tenant, job_id)
+

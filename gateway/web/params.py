@@ -1,0 +1,68 @@
+"""Request parameters, checked: the job id rule, numbers in range, resume positions.
+
+Every job id a request names passes ``keys.valid_job_id`` here before any Redis command
+(DESIGN.md section 1); a bad parameter is a 400 that names it.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from gateway.contract import keys
+from gateway.contract.events import EventId
+from gateway.web import problems
+
+# DESIGN.md section 2: the longest a long-poll (Prefer: wait=N) is held.
+MAX_WAIT_SECONDS = 60
+
+
+def job_id(request: Request) -> str:
+    """The ``{job_id}`` of the path."""
+    value: str = request.path_params["job_id"]
+    if not keys.valid_job_id(value):
+        raise problems.invalid_job_id(value)
+    return value
+
+
+def job_ids(request: Request, *, most: int) -> list[str]:
+    """The ``job_id`` query parameters, in order and once each (at most ``most``)."""
+    ids = list(dict.fromkeys(request.query_params.getlist("job_id")))
+    for value in ids:
+        if not keys.valid_job_id(value):
+            raise problems.invalid_job_id(value)
+    if len(ids) > most:
+        raise problems.invalid_parameter(
+            f"at most {most} job_id parameters on one request ({len(ids)} given)")
+    return ids
+
+
+def whole_number(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise problems.invalid_parameter(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def last_event_id(request: Request) -> EventId | None:
+    """The position to resume from: the header (what EventSource sends) wins over the
+    ``last_event_id`` query parameter (for a first connection); a malformed one is None."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    return EventId.parse(raw)
+
+
+def preferred_wait(prefer: str | None) -> int | None:
+    """``Prefer: wait=N`` (RFC 7240), capped at MAX_WAIT_SECONDS; None when absent."""
+    for preference in (prefer or "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return min(max(int(value.strip()), 0), MAX_WAIT_SECONDS)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,74 @@
+"""Error answers: ``{"error": "<code>", "detail": "<human text>"}`` (DESIGN.md section 2).
+
+Endpoints raise ApiError; the front (gateway.web.front) turns it into the response.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+VARY = {"Vary": "Accept"}
+
+
+class ApiError(Exception):
+    """Raised by an endpoint; the front answers with the error body and these headers."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.code, "detail": self.detail},
+                            status_code=self.status, headers=self.headers)
+
+
+def invalid_job_id(job_id: str) -> ApiError:
+    return ApiError(
+        400,
+        "request.invalid_job_id",
+        f"{job_id[:140]!r} is not a job id: 1-128 characters of A-Z, a-z, 0-9, '_' and '-'",
+    )
+
+
+def invalid_parameter(detail: str) -> ApiError:
+    return ApiError(400, "request.invalid_parameter", detail)
+
+
+def not_found(job_id: str) -> ApiError:
+    return ApiError(404, "jobs.not_found", f"no job {job_id!r}", VARY)
+
+
+def no_route() -> ApiError:
+    return ApiError(404, "request.not_found", "Not Found")
+
+
+def method_not_allowed(method: str, allow: str) -> ApiError:
+    return ApiError(405, "request.method_not_allowed", f"{method} is not allowed here",
+                    {"Allow": allow})
+
+
+def not_acceptable() -> ApiError:
+    return ApiError(
+        406,
+        "request.not_acceptable",
+        "this resource is served as application/json or text/event-stream",
+        VARY,
+    )
+
+
+def backend_unavailable(retry_after: int = 2) -> ApiError:
+    return ApiError(
+        503,
+        "backend.unavailable",
+        "the job store (Redis) is not reachable; try again shortly",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def internal() -> ApiError:
+    return ApiError(500, "internal", "an unexpected error; it has been logged")

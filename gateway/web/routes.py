@@ -1,0 +1,53 @@
+"""The route table: every URL the gateway answers, its methods and its endpoint.
+
+One table of Starlette Route objects; the front (gateway.web.front) matches requests
+against it with ``Route.matches``. Each route's endpoint is a Resource: the handler per
+method, and the one place that answers 405 with ``Allow``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.types import Send
+
+from gateway.web import actions, job, jobs, problems, service
+from gateway.web.context import Context
+from gateway.web.services import Services
+from gateway.web.types import Handler, Reply
+
+
+class Resource:
+    """The handlers of one URL, by method. ``HEAD`` is served wherever ``GET`` is."""
+
+    def __init__(self, **handlers: Handler) -> None:
+        self._handlers = {method.upper(): handler for method, handler in handlers.items()}
+        if "GET" in self._handlers:
+            self._handlers.setdefault("HEAD", self._handlers["GET"])
+        order = sorted(self._handlers, key=lambda m: ("GET", "HEAD").index(m)
+                       if m in ("GET", "HEAD") else 2)
+        self.allow = ", ".join(order)
+
+    def __call__(self, request: Request, context: Context, send: Send) -> Awaitable[Reply]:
+        handler = self._handlers.get(request.method)
+        if handler is None:
+            raise problems.method_not_allowed(request.method, self.allow)
+        return handler(request, context, send)
+
+
+def routes(services: Services) -> list[Route]:
+    """The route table; the two reads that open streams come first (the hot path)."""
+    one, many = job.JobEndpoint(services), jobs.JobsEndpoint(services)
+    act = actions.Actions(services)
+    own = service.Service(services)
+    return [
+        Route("/v1/jobs/{job_id}", Resource(get=one.get, delete=act.delete)),
+        Route("/v1/jobs", Resource(get=many.get, post=many.create)),
+        Route("/v1/jobs/{job_id}/cancel", Resource(post=act.cancel)),
+        Route("/v1/jobs/{job_id}/download", Resource(get=act.download)),
+        Route("/healthz", Resource(get=own.healthz)),
+        Route("/readyz", Resource(get=own.readyz)),
+        Route("/metrics", Resource(get=own.metrics)),
+    ]

@@ -1,0 +1,19 @@
+"""Types the endpoints share."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Send
+
+if TYPE_CHECKING:
+    from gateway.web.context import Context
+
+# What a handler returns: a whole response, or a stream to await (the coroutine runs
+# once the handler returned, so that the Request it was built from is not held for the
+# stream's whole life).
+Reply = Response | Coroutine[Any, Any, None]
+Handler = Callable[[Request, "Context", Send], Awaitable[Reply]]
