@@ -50,7 +50,9 @@ def call(
     tenant: str,
     retention_seconds: int,
     output_ttl_seconds: int,
+    publish: str = "PUBLISH",
 ) -> Call:
+    """The call of ``op``; ``publish`` is SPUBLISH where channels are sharded (a cluster)."""
     if not keys.valid_job_id(job_id):
         raise InvalidUpdate(job_id, op, "a job id is 1-128 characters of [A-Za-z0-9_-]", None)
     args: list[str | int] = [
@@ -62,6 +64,7 @@ def call(
         retention_seconds,
         output_ttl_seconds,
         secrets.token_hex(8),
+        publish,
     ]
     return Call(op, job_id, keys.script_keys(tenant, job_id), args)
 

@@ -4,7 +4,9 @@
 --   KEYS: job hash, tenant index (zset), tenant seq (string), tenant epoch (string),
 --         tenant active set (zset of the jobs not yet ended)
 --   ARGV: op, job_id, payload (JSON object), job channel, tenant channel,
---         retention seconds (terminal job record), output ttl seconds, nonce (any text)
+--         retention seconds (terminal job record), output ttl seconds, nonce (any text),
+--         publish command (optional: PUBLISH, the default, or SPUBLISH on a cluster with
+--         sharded pub/sub)
 --   op: create | start | progress | complete | fail | cancel | request_cancel | delete
 --
 -- Reply on success: {1, event_id, event, data, changed}. `changed` is 0 when the call
@@ -28,6 +30,7 @@ local op, job_id, payload_json = ARGV[1], ARGV[2], ARGV[3]
 local job_channel, tenant_channel = ARGV[4], ARGV[5]
 local retention, output_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
 local nonce = ARGV[8] or ''
+local publish = ARGV[9] or 'PUBLISH'
 
 local NULL = cjson.null
 local TERMINAL = {completed = true, failed = true, canceled = true}
@@ -54,6 +57,9 @@ local ERROR_KEYS = {'code', 'message'}
 
 if FIELDS[op] == nil then
   return refuse('invalid_argument', 'unknown operation ' .. tostring(op))
+end
+if publish ~= 'PUBLISH' and publish ~= 'SPUBLISH' then
+  return refuse('invalid_argument', 'the publish command is PUBLISH or SPUBLISH, not ' .. tostring(publish))
 end
 local decoded, payload = pcall(cjson.decode, payload_json)
 if not decoded or type(payload) ~= 'table' or payload[1] ~= nil then
@@ -314,6 +320,6 @@ end
 
 local message = event_id .. ' ' .. event .. ' ' .. string.format('%d', s.version) .. ' ' .. s.status ..
   ' ' .. clock[1] .. string.format('%06d', tonumber(clock[2])) .. ' ' .. job_id .. '\n' .. data
-redis.call('PUBLISH', job_channel, message)
-redis.call('PUBLISH', tenant_channel, message)
+redis.call(publish, job_channel, message)
+redis.call(publish, tenant_channel, message)
 return {1, event_id, event, data, 1}

@@ -218,6 +218,35 @@ def test_every_change_is_published_on_both_channels(worker: SyncWorker, r: redis
     assert body == stored(r, "m")
 
 
+def test_the_publish_command_is_passed_in(worker: SyncWorker, r: redis.Redis) -> None:
+    """SPUBLISH where channels are sharded (a cluster); PUBLISH when none is given."""
+    from gateway.contract import script
+
+    run = r.register_script(script.SCRIPT)
+    sharded, plain = r.pubsub(), r.pubsub()
+    sharded.ssubscribe(keys.job_channel("default", "s"))
+    plain.subscribe(keys.job_channel("default", "s"))
+    assert sharded.get_sharded_message(timeout=2)["type"] == "ssubscribe"
+    assert plain.get_message(timeout=2)["type"] == "subscribe"
+    call = script.call("create", "s", {}, tenant="default", retention_seconds=60,
+                       output_ttl_seconds=60, publish="SPUBLISH")
+    assert run(keys=call.keys, args=call.args)[0] == 1
+    message = sharded.get_sharded_message(timeout=2)
+    assert message["type"] == "smessage" and b" status 1 queued " in message["data"]
+    assert plain.get_message(timeout=0.2) is None
+    worker.start("s")  # the worker library: PUBLISH
+    assert plain.get_message(timeout=2)["type"] == "message"
+    assert sharded.get_sharded_message(timeout=0.2) is None
+    sharded.close()
+    plain.close()
+    bad = script.call("progress", "s", {"percent": 5}, tenant="default", retention_seconds=60,
+                      output_ttl_seconds=60, publish="EVAL")
+    reply = run(keys=bad.keys, args=bad.args)
+    assert reply[:2] == [0, b"invalid_argument"] and stored(r, "s")["version"] == 2
+    # Workers in other languages that pass eight ARGV still publish with PUBLISH.
+    assert run(keys=bad.keys, args=bad.args[:8])[0] == 1
+
+
 def test_a_lost_counter_gets_a_new_epoch(worker: SyncWorker, r: redis.Redis) -> None:
     worker.create("e1")
     first = r.get(keys.epoch_key("default"))
