@@ -63,7 +63,9 @@ class GatewayProcess:
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"gateway-test-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 20.0, *, ready: bool = True) -> None:
+        """Start and wait for ``/readyz`` (or, with ``ready=False``, only ``/healthz``)."""
+        path = "/readyz" if ready else "/healthz"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--port", str(self.port)],
@@ -74,7 +76,7 @@ class GatewayProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited at start-up:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -107,10 +109,11 @@ def start_gateway(redis_url: str) -> Iterator[type]:
     """Start gateways with extra GATEWAY_* settings: ``start_gateway(GATEWAY_X="1")``."""
     started: list[GatewayProcess] = []
 
-    def start(url: str | None = redis_url, port: int | None = None, **env: str) -> GatewayProcess:
+    def start(url: str | None = redis_url, port: int | None = None, *, ready: bool = True,
+              **env: str) -> GatewayProcess:
         process = GatewayProcess(url, env, port)
         started.append(process)
-        process.start()
+        process.start(ready=ready)
         return process
 
     yield start  # type: ignore[misc]

@@ -28,6 +28,13 @@ Publish = Callable[[bytes, bytes], Awaitable[object]]
 
 # SUBSCRIBE/UNSUBSCRIBE take this many channels per command at most.
 _BATCH = 1000
+# Reconnect backoff: doubling from the first to the last, with jitter.
+_FIRST_BACKOFF, _MAX_BACKOFF = 0.05, 5.0
+
+
+async def _sleep(backoff: float) -> None:
+    # Jitter spreads the reconnects of many gateway processes after an outage.
+    await anyio.sleep(backoff * random.uniform(0.5, 1.5))
 
 
 class Subscriber:
@@ -56,12 +63,18 @@ class Subscriber:
         self._probe_heard: asyncio.Event | None = None
         # After a reconnect: the channels resubscribed, told as restored once Redis has
         # processed every SUBSCRIBE before the PING that follows them.
-        self._restoring: list[set[bytes]] = []
+        self._restoring: list[set[bytes] | None] = []  # None: the first connection
+        self._healthy = False
+        # The error reply that made the current connection close, and the last reported.
+        self._refusal: str | None = None
+        self._reported: str | None = None
+        self._refusals = 0
         self.reconnects = 0
 
     @property
     def listening(self) -> bool:
-        return self._conn is not None
+        """Connected, and Redis has confirmed the subscriptions it was connected with."""
+        return self._conn is not None and self._healthy
 
     def subscribed(self, channel: bytes) -> bool:
         return (self._conn is not None and channel in self.channels
@@ -82,7 +95,7 @@ class Subscriber:
                 self._conn = None
 
     async def _connection_loop(self, listener: Listener) -> None:
-        backoff = 0.05
+        backoff = _FIRST_BACKOFF
         while True:
             try:
                 with anyio.fail_after(self._connect_timeout):
@@ -91,24 +104,52 @@ class Subscriber:
             except (OSError, TimeoutError, ConnectionError) as exc:
                 log.warning("pub/sub connection to Redis failed: %s; retrying in %.2fs",
                             exc, backoff)
-                # Jitter spreads the reconnects of many gateway processes after an outage.
-                await anyio.sleep(backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, 5.0)
+                await _sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
-            backoff = 0.05
-            self._conn = conn
+            self._conn, self._healthy, self._refusal = conn, False, None
             self._inflight.clear()
             self._send(b"SUBSCRIBE", [self._probe_channel, *self.channels])
-            if self.reconnects:
-                self._restoring.append(set(self.channels))
-                conn.send(b"PING")
+            # Redis answers in order: the PONG comes once every SUBSCRIBE before it is done.
+            self._restoring.append(set(self.channels) if self.reconnects else None)
+            conn.send(b"PING")
             await conn.closed
-            self._conn = None
+            healthy, refusal = self._healthy, self._refusal
+            self._conn, self._healthy = None, False
             self._restoring.clear()
             self.reconnects += 1
             STATS.redis_reconnects += 1
-            log.warning("pub/sub connection to Redis lost; reconnecting")
-            listener.on_lost(self.channels)
+            listener.on_lost(frozenset(self.channels))
+            if healthy:
+                # A connection that worked: reconnect at once, from the first backoff.
+                backoff = _FIRST_BACKOFF
+                log.warning("pub/sub connection to Redis lost; reconnecting")
+                if refusal is None:
+                    continue
+            # Refused before it ever worked, or refused again: an outage, not a blip.
+            # Backing off keeps a refusal that repeats (an ACL without channel rights, a
+            # cluster node that moves every channel away) from becoming a reconnect storm.
+            if refusal is not None:
+                self._report_refusal(refusal, backoff)
+            await _sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _report_refusal(self, refusal: str, backoff: float) -> None:
+        """Once per distinct reply while it repeats: the log says what to do about it."""
+        self._refusals += 1
+        if refusal == self._reported:
+            return
+        self._reported = refusal
+        hint = ""
+        if refusal.startswith("NOPERM"):
+            hint = (" The Redis user needs the pub/sub commands and the gateway's channels:"
+                    " `ACL SETUSER <user> +@pubsub &gw:*` (Redis 7 gives a new user no"
+                    " channel at all: resetchannels).")
+        elif refusal.startswith(("MOVED", "ASK", "CROSSSLOT")):
+            hint = " REDIS_URL names a node of a Redis Cluster."
+        log.error("Redis refused a pub/sub command: %s.%s Retrying with backoff (from "
+                  "%.2fs up to %.0fs); logged again only if the reply changes.",
+                  refusal, hint, backoff, _MAX_BACKOFF)
 
     async def _probe_loop(self) -> None:
         while True:
@@ -157,9 +198,13 @@ class Subscriber:
 
     def _on_reply(self, reply: Reply) -> None:
         listener = self._listener
+        if self._refusal is not None:
+            return  # what follows a refusal on a closing connection counts for nothing
         if isinstance(reply, Exception):
-            # A refused SUBSCRIBE would leave channels silently unsubscribed: start over.
-            log.warning("Redis refused a pub/sub command (%s): reconnecting", reply)
+            # A refused SUBSCRIBE would leave channels silently unsubscribed: start over
+            # (the connection loop reports it and backs off).
+            if self._refusal is None:
+                self._refusal = str(reply).strip()
             if self._conn is not None:
                 self._conn.close()
             return
@@ -172,8 +217,16 @@ class Subscriber:
                 listener.on_message(reply[1], reply[2])
         elif kind in (b"subscribe", b"unsubscribe"):
             self._confirmed(reply[1], listener)
-        elif kind == b"pong" and self._restoring and listener is not None:
-            listener.on_restored(self._restoring.pop(0))
+        elif kind == b"pong" and self._restoring:
+            restored = self._restoring.pop(0)
+            if not self._healthy:
+                self._healthy = True
+                if self._reported is not None:
+                    log.warning("pub/sub subscriptions work again, after %d failed "
+                                "attempts", self._refusals)
+                    self._reported, self._refusals = None, 0
+            if restored is not None and listener is not None:
+                listener.on_restored(restored)
 
     def _confirmed(self, name: bytes, listener: Listener | None) -> None:
         left = self._inflight.get(name, 0) - 1
