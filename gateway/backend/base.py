@@ -45,6 +45,9 @@ class Backend(Protocol):
     async def epoch(self, tenant: str) -> str | None:
         """The tenant's epoch (None before its first change)."""
 
+    async def position(self, tenant: str) -> tuple[str, int] | None:
+        """(epoch, seq) of the tenant's last change (None before its first change)."""
+
     async def changed_since(self, tenant: str, seq: int) -> list[tuple[str, int]]:
         """(job id, seq of its last change) of every job changed after ``seq``, oldest first."""
 

@@ -85,6 +85,13 @@ class StandaloneBackend:
         value = await self._reads.request("GET", keys.epoch_key(tenant))
         return value.decode() if isinstance(value, bytes) else None
 
+    async def position(self, tenant: str) -> tuple[str, int] | None:
+        epoch, seq = await self._reads.request_many(
+            [("GET", keys.epoch_key(tenant)), ("GET", keys.seq_key(tenant))])
+        if not isinstance(epoch, bytes):
+            return None
+        return epoch.decode(), int(seq or 0)
+
     async def changed_since(self, tenant: str, seq: int) -> list[tuple[str, int]]:
         rows = await self._reads.request(
             "ZRANGE", keys.index_key(tenant), f"({seq}", "+inf", "BYSCORE", "WITHSCORES")

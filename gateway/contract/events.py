@@ -50,7 +50,7 @@ class Message:
         epoch: str,
         seq: int,
         event: str,
-        version: int,
+        version: int | None,
         status: Status | None,
         job_id: str,
         data: bytes,
@@ -84,6 +84,8 @@ class Message:
         epoch, dash, seq = event_id.partition("-")
         if not dash:
             raise ValueError("not a gateway message")
+        if event == "deleted":
+            return cls.deleted(epoch, int(seq), job_id, int(version))
         return cls(
             epoch=epoch,
             seq=int(seq),
@@ -102,13 +104,16 @@ class Message:
                    status=record.status, job_id=record.job_id, data=record.body())
 
     @classmethod
-    def deleted(cls, epoch: str, seq: int, job_id: str) -> Message:
-        """A job deleted at ``seq``, found gone from its record (a resume, a resync).
+    def deleted(cls, epoch: str, seq: int, job_id: str, version: int | None) -> Message:
+        """The deletion of a job at ``seq``: the one way a ``deleted`` event is made.
 
-        The version it had is gone with the record: the data says null (DESIGN.md s. 3).
+        Published by the update script, it carries the deletion's version; found later
+        from the tenant index (a resume, a resync), the version is gone with the record
+        and the data says null (DESIGN.md section 3). Streams order it by its seq.
         """
-        data = json.dumps({"job_id": job_id, "version": None}, separators=(",", ":")).encode()
-        return cls(epoch=epoch, seq=seq, event="deleted", version=0, status=None,
+        data = json.dumps({"job_id": job_id, "version": version},
+                          separators=(",", ":")).encode()
+        return cls(epoch=epoch, seq=seq, event="deleted", version=version, status=None,
                    job_id=job_id, data=data)
 
     def body(self, final: bool) -> dict[str, Any]:

@@ -226,6 +226,17 @@ class Hub:
         if self._on_fanout is not None and message.published_us:
             self._on_fanout(time.time() - message.published_us / 1e6)
 
+    def opened(self, name: bytes, position: tuple[str, int]) -> None:
+        """A stream of ``name`` opened with what Redis held at ``position`` (its read came
+        after the subscription was confirmed): a resync of the channel starts there at the
+        latest, even if no message came on it before its connection was lost."""
+        channel = self._channels.get(name)
+        if channel is None:
+            return
+        last = channel.last
+        if last is None or (last[0] == position[0] and position[1] < last[1]):
+            channel.last = position
+
     def last_position(self, name: bytes) -> tuple[str, int] | None:
         """(epoch, seq) of the last message dispatched on a watched channel."""
         channel = self._channels.get(name)

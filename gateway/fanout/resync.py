@@ -69,4 +69,4 @@ async def _resync_tenant(hub: Hub, tenant: str) -> None:
         if record is not None:
             hub.dispatch(channel, _message(record, seen[1] if seen else 0))
         elif epoch is not None and seq:
-            hub.dispatch(channel, Message.deleted(epoch, seq, job_id))
+            hub.dispatch(channel, Message.deleted(epoch, seq, job_id, None))

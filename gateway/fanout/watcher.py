@@ -67,7 +67,7 @@ class Watcher(AsgiWriter):
         for message in messages:
             self._epoch = message.epoch
             waiting = self._pending.get(message.job_id)
-            if waiting is not None and waiting.version > message.version:
+            if waiting is not None and waiting.seq > message.seq:
                 message = waiting if waiting.event == "deleted" else waiting.as_event("snapshot")
             self._pending[message.job_id] = message
         ordered = sorted(self._pending.values(), key=lambda m: m.seq)
@@ -112,16 +112,18 @@ class Watcher(AsgiWriter):
                 return
             self._epoch = message.epoch
         last = self._sent.get(message.job_id)
+        # Within an epoch a job's changes come in the order of their seq as of their
+        # version; the seq also orders a deletion found gone, whose version is unknown.
         if last is None:
             if self._ended and self._ended.get(message.job_id, -1) >= message.seq:
                 return  # the client saw this job end; this is older news
-        elif message.version <= last.version:
+        elif message.seq <= last.seq:
             return  # already sent: versions a client sees only go up (DESIGN.md section 3)
         if self._busy:
             waiting = self._pending.pop(message.job_id, None)
             if waiting is not None:
                 STATS.conflated += 1
-                if waiting.version > message.version:
+                if waiting.seq > message.seq:
                     message = waiting
             # Re-inserted at the end: pending stays in seq order, so the id a client saw
             # last never skips over a change still waiting to be sent.
@@ -192,7 +194,7 @@ class Watcher(AsgiWriter):
                 job_id = next(iter(self._pending))
                 message = self._pending.pop(job_id)
                 last = self._sent.get(job_id)
-                if last is not None and message.version <= last.version:
+                if last is not None and message.seq <= last.seq:
                     continue
                 if not self._write_message(message, last):
                     return  # written() carries on once the write is done

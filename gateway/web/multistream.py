@@ -40,7 +40,10 @@ async def jobs_stream(
         # As for one job: subscribe first, then read, and let the watcher drop what the
         # snapshots already cover.
         async with services.hub.watch(channels, watcher, "jobs" if job_ids else "tenant"):
-            epoch = await backend.epoch(tenant)
+            position = await backend.position(tenant)
+            epoch = position[0] if position is not None else None
+            if position is not None and not job_ids:
+                services.hub.opened(channels[0].encode(), position)
             resume = last_event_id is not None and last_event_id.epoch == epoch
             changed_at: dict[str, int] = {}
             if resume:
@@ -61,7 +64,7 @@ async def jobs_stream(
                 if record is not None:
                     opening.append(Message.from_record(record, "snapshot"))
                 elif resume and epoch is not None:
-                    opening.append(Message.deleted(epoch, changed_at[job_id], job_id))
+                    opening.append(Message.deleted(epoch, changed_at[job_id], job_id, None))
                 elif job_ids:
                     unknown.append(job_id)
             body = frames.retry(services.settings.retry_ms)

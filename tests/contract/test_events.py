@@ -43,13 +43,18 @@ def test_terminal_statuses_and_deletions_are_terminal() -> None:
     for status in ("completed", "failed", "canceled"):
         parsed = Message.parse(f"e00001-2 status 2 {status} 0 a1\n{{}}".encode())
         assert parsed.terminal
-    assert Message.deleted("e00001", 9, "a1").terminal
+    assert Message.deleted("e00001", 9, "a1", None).terminal
 
 
-def test_a_deleted_job_found_gone_says_version_null() -> None:
-    message = Message.deleted("e00001", 9, "a1")
-    assert json.loads(message.data) == {"job_id": "a1", "version": None}
-    assert message.frame.startswith(b"id: e00001-9\nevent: deleted\n")
+def test_a_deletion_is_built_one_way() -> None:
+    found_gone = Message.deleted("e00001", 9, "a1", None)
+    assert json.loads(found_gone.data) == {"job_id": "a1", "version": None}
+    assert found_gone.frame.startswith(b"id: e00001-9\nevent: deleted\n")
+    # As the update script publishes it: the data line is rebuilt from the header.
+    published = Message.parse(b'e00001-9 deleted 4 canceled 0 a1\n{"job_id":"a1","version":4}')
+    assert (published.version, published.seq, published.terminal) == (4, 9, True)
+    assert json.loads(published.data) == {"job_id": "a1", "version": 4}
+    assert published.frame == Message.deleted("e00001", 9, "a1", 4).frame
 
 
 def test_a_record_becomes_the_message_of_its_current_snapshot() -> None:

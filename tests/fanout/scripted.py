@@ -81,6 +81,11 @@ class ScriptedBackend:
         self._read()
         return self.epochs.get(tenant)
 
+    async def position(self, tenant: str) -> tuple[str, int] | None:
+        self._read()
+        epoch = self.epochs.get(tenant)
+        return None if epoch is None else (epoch, max(self.index.values(), default=0))
+
     async def changed_since(self, tenant: str, seq: int) -> list[tuple[str, int]]:
         self._read()
         return sorted(((j, s) for j, s in self.index.items() if s > seq), key=lambda p: p[1])

@@ -14,6 +14,7 @@ from asgi_socket import Socket
 from scripted import ScriptedBackend, record
 
 from gateway.contract import frames, keys
+from gateway.contract.events import Message
 from gateway.errors import BackendUnavailable
 from gateway.fanout.hub import MAX_MESSAGE_BYTES, Hub
 from gateway.fanout.watcher import Watcher
@@ -198,6 +199,41 @@ async def test_a_restored_tenant_channel_gets_the_jobs_changed_since_its_last_me
     await settle()
     assert socket.events() == [("status", "epoch1-3"), ("status", "epoch1-4"),
                                ("status", "epoch1-5")]
+
+
+async def test_a_tenant_channel_resyncs_from_where_its_streams_opened(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    """Nothing came on the channel before the loss: the index since the opening tells
+    what moved, deletions included."""
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    backend.subscribed_now.add(TENANT)
+    await open_watch(hub, [TENANT.decode()], watcher)
+    watcher.open_with([Message.from_record(record("d1", 1, seq=4, status="queued"),
+                                           "snapshot")])
+    hub.opened(TENANT, ("epoch1", 4))
+    watcher.release()
+    backend.lose()
+    backend.epochs["default"] = "epoch1"
+    backend.index = {"d1": 6}  # canceled at 5, deleted at 6: its record is gone
+    backend.restore(TENANT)
+    await settle()
+    assert socket.events() == [("snapshot", "epoch1-4"), ("deleted", "epoch1-6")]
+    assert socket.bodies[-1].endswith(b'data: {"job_id":"d1","version":null}\n\n')
+
+
+async def test_the_earliest_opening_position_counts_until_a_message_comes(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    backend.subscribed_now.add(TENANT)
+    await open_watch(hub, [TENANT.decode()], Watcher(Socket().send, close_on_terminal=False))
+    hub.opened(TENANT, ("epoch1", 9))
+    hub.opened(TENANT, ("epoch1", 7))
+    hub.opened(TENANT, ("epoch1", 8))
+    assert hub.last_position(TENANT) == ("epoch1", 7)
+    backend.publish(TENANT, payload("a", 1, seq=10, status="queued", event="status"))
+    assert hub.last_position(TENANT) == ("epoch1", 10)
 
 
 async def test_a_restored_tenant_channel_of_another_epoch_ends_its_streams(

@@ -134,3 +134,14 @@ async def test_a_new_epoch_ends_the_stream() -> None:
     watcher.deliver(other)
     assert socket.more[-1] is False and watcher.closed
     assert b"epoch2" not in b"".join(socket.bodies)
+
+
+async def test_a_deletion_found_gone_is_newer_than_what_the_client_saw() -> None:
+    """A resync or a resume builds it without a version: the seq orders it."""
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    watcher.release()
+    watcher.deliver(message("a", 3, seq=5))
+    watcher.deliver(Message.deleted("epoch1", 4, "a", None))  # older than what was sent
+    watcher.deliver(Message.deleted("epoch1", 9, "a", None))
+    assert socket.events() == [("progress", "epoch1-5"), ("deleted", "epoch1-9")]

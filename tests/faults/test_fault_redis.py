@@ -3,12 +3,15 @@ data loss, and two workers racing. Nothing a client is promised may be lost."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import anyio
+import httpx
 import pytest
 import redis
+from httpx_sse import aconnect_sse
 from observe import Observer, assert_consistent, patiently
 
 from gateway.embedded import EmbeddedRedis
@@ -143,3 +146,34 @@ async def test_two_workers_racing_on_one_job(gateway, redis_url: str, r: redis.R
     assert_consistent(observer, r, ["race"])
     assert observer.last["race"]["status"] == "completed"  # never undone
     assert refused["a"] + refused["b"] > 0
+
+
+async def test_a_job_deleted_during_a_pubsub_outage_is_reported_after_it(
+    gateway, redis_url: str, r: redis.Redis
+) -> None:
+    """Issue 9: the resync of a tenant stream built the deletion with version 0, which the
+    stream dropped as older than what its client had seen; and a stream on which nothing
+    had come yet before the outage never looked at the index at all."""
+    events: list[tuple[str, dict]] = []
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("d1")
+        async with httpx.AsyncClient(timeout=httpx.Timeout(5, read=30)) as client:
+            async with aconnect_sse(client, "GET", f"{gateway.url}/v1/jobs") as source:
+                stream = source.aiter_sse()
+                async for event in stream:
+                    if event.data:
+                        events.append((event.event, json.loads(event.data)))
+                        break
+                assert [e for e, _ in events] == ["snapshot"]
+                # The pub/sub connection dies; the job ends and is deleted before the hub
+                # is back (its first reconnect waits 25-75 ms), so only resync can tell.
+                assert r.client_kill_filter(_type="pubsub") >= 1
+                worker.cancel("d1")
+                worker.delete("d1")
+                with anyio.fail_after(10):
+                    async for event in stream:
+                        if event.data:
+                            events.append((event.event, json.loads(event.data)))
+                            if event.event == "deleted":
+                                break
+    assert events[-1] == ("deleted", {"job_id": "d1", "version": None})
