@@ -197,6 +197,13 @@ class Subscriber:
     # -- replies ------------------------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
+        # Called from data_received: whatever happens here must not break the reader.
+        try:
+            self._handle(reply)
+        except Exception:
+            log.exception("a pub/sub reply could not be handled: %.200r", reply)
+
+    def _handle(self, reply: Reply) -> None:
         listener = self._listener
         if self._refusal is not None:
             return  # what follows a refusal on a closing connection counts for nothing

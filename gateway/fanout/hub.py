@@ -222,7 +222,13 @@ class Hub:
             return
         channel.last = (message.epoch, message.seq)
         for watcher in channel.watchers:
-            watcher.deliver(message)
+            try:
+                watcher.deliver(message)
+            except Exception:
+                # One stream's failure is its own: the others get the message, and the
+                # pub/sub connection that is calling this never sees it.
+                log.exception("a stream failed to take a message: it is closed")
+                watcher.abort()
         if self._on_fanout is not None and message.published_us:
             self._on_fanout(time.time() - message.published_us / 1e6)
 

@@ -150,3 +150,22 @@ async def test_a_silent_pubsub_connection_is_found_by_the_probe(redis_url: str,
             finally:
                 r.execute_command("CLIENT", "UNPAUSE")
             await heard.until("restored")
+
+
+async def test_a_listener_that_raises_never_breaks_the_connection(
+    backend: StandaloneBackend, r: redis.Redis
+) -> None:
+    class Clumsy(Heard):
+        def on_message(self, channel: bytes, payload: bytes) -> None:
+            super().on_message(channel, payload)
+            raise RuntimeError("a bug behind the listener")
+
+    heard = Clumsy()
+    channel = b"gw:{default}:job:clumsy"
+    async with backend.listen(heard):
+        backend.subscribe([channel])
+        await heard.until("subscribed")
+        r.publish(channel, b"one")
+        r.publish(channel, b"two")
+        assert await heard.until("message", 2) == [(channel, b"one"), (channel, b"two")]
+        assert not [e for k, e in heard.events if k == "lost"]

@@ -337,3 +337,36 @@ async def test_a_client_that_takes_no_data_is_dropped_after_the_send_timeout(
         assert task.cancelled() and watchers[0].aborted
         assert STATS.slow_disconnects == slow + 1
         assert hub.watcher_count == 0
+
+
+class Faulty(Watcher):
+    __slots__ = ()
+
+    def deliver(self, message: Message) -> None:
+        raise RuntimeError("a bug in one stream")
+
+
+async def test_a_failing_stream_is_closed_and_the_others_still_get_the_message(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    backend.subscribed_now.add(JOB)
+    sockets = [Socket(), Socket()]
+    faulty_task: list[asyncio.Task[None]] = []
+
+    async def faulty_stream() -> None:  # its own task, which abort() cancels
+        watcher = Faulty(Socket().send, close_on_terminal=False)
+        async with hub.watch([JOB.decode()], watcher):
+            watcher.release()
+            await anyio.sleep_forever()
+
+    faulty_task.append(asyncio.get_running_loop().create_task(faulty_stream()))
+    for socket in sockets:
+        watcher = Watcher(socket.send, close_on_terminal=False)
+        await open_watch(hub, [JOB.decode()], watcher)
+        watcher.release()
+    await settle()
+    backend.publish(JOB, payload("a", 1, seq=1))  # raises nothing here
+    await settle()
+    assert [s.events() for s in sockets] == [[("progress", "epoch1-1")]] * 2
+    assert faulty_task[0].cancelled()
+    assert hub.watcher_count == 2
