@@ -197,16 +197,21 @@ class Subscriber:
     # -- replies ------------------------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
-        # Called from data_received: whatever happens here must not break the reader.
+        # Called from data_received for every message: whatever happens here must not
+        # break the reader, and a message takes the first branch.
+        listener = self._listener
         try:
-            self._handle(reply)
+            if self._refusal is not None:
+                return  # what follows a refusal on a closing connection counts for nothing
+            if type(reply) is list and reply[0] == b"message" and reply[1] != self._probe_channel:
+                if listener is not None:
+                    listener.on_message(reply[1], reply[2])
+                return
+            self._on_other_reply(reply, listener)
         except Exception:
             log.exception("a pub/sub reply could not be handled: %.200r", reply)
 
-    def _handle(self, reply: Reply) -> None:
-        listener = self._listener
-        if self._refusal is not None:
-            return  # what follows a refusal on a closing connection counts for nothing
+    def _on_other_reply(self, reply: Reply, listener: Listener | None) -> None:
         if isinstance(reply, Exception):
             # A refused SUBSCRIBE would leave channels silently unsubscribed: start over
             # (the connection loop reports it and backs off).
@@ -216,12 +221,9 @@ class Subscriber:
                 self._conn.close()
             return
         kind = reply[0] if isinstance(reply, list) and reply else None
-        if kind == b"message":
-            if reply[1] == self._probe_channel:
-                if self._probe_heard is not None:
-                    self._probe_heard.set()
-            elif listener is not None:
-                listener.on_message(reply[1], reply[2])
+        if kind == b"message":  # the probe's
+            if self._probe_heard is not None:
+                self._probe_heard.set()
         elif kind in (b"subscribe", b"unsubscribe"):
             self._confirmed(reply[1], listener)
         elif kind == b"pong" and self._restoring:

@@ -175,7 +175,8 @@ class Hub:
     # -- told by the backend (gateway.backend.base.Listener) ----------------------------
 
     def on_message(self, channel: bytes, payload: bytes) -> None:
-        if channel not in self._channels:
+        watched = self._channels.get(channel)
+        if watched is None:
             return
         try:
             if len(payload) > MAX_MESSAGE_BYTES:
@@ -184,7 +185,7 @@ class Hub:
         except ValueError:
             self._bad_message(channel, payload)
             return
-        self.dispatch(channel, message)
+        self._fan_out(watched, message)
 
     def on_subscribed(self, channel: bytes) -> None:
         watched = self._channels.get(channel)
@@ -217,9 +218,12 @@ class Hub:
     # -- fan-out ------------------------------------------------------------------------
 
     def dispatch(self, name: bytes, message: Message) -> None:
+        """Deliver ``message`` to the watchers of channel ``name`` (a resync's messages)."""
         channel = self._channels.get(name)
-        if channel is None:
-            return
+        if channel is not None:
+            self._fan_out(channel, message)
+
+    def _fan_out(self, channel: Channel, message: Message) -> None:
         channel.last = (message.epoch, message.seq)
         for watcher in channel.watchers:
             try:

@@ -46,8 +46,19 @@ class AsgiWriter:
         # An async function's coroutine is driven as it is (the check is the cheap one:
         # this runs per watcher per event); any other awaitable through its iterator.
         if type(awaitable) is CoroutineType or isinstance(awaitable, Coroutine):
-            return self._step(awaitable)
-        return self._step(awaitable.__await__())
+            step: Coroutine[Any, Any, Any] | Generator[Any, None, Any] = awaitable
+        else:
+            step = awaitable.__await__()
+        try:
+            waiting = step.send(None)
+        except StopIteration:
+            return True
+        except BaseException:
+            step.close()
+            self.broken()
+            return False
+        self._wait(step, waiting)
+        return False
 
     def abandon(self) -> None:
         """Give up the write in flight (the client left): it is closed, never resumed."""
@@ -65,16 +76,8 @@ class AsgiWriter:
 
     # -- the driver ---------------------------------------------------------------------
 
-    def _step(self, step: Coroutine[Any, Any, Any] | Generator[Any, None, Any]) -> bool:
-        """Run ``step`` until it finishes (True) or waits (False, resumed by _resume)."""
-        try:
-            waiting = step.send(None)
-        except StopIteration:
-            return True
-        except BaseException:
-            step.close()
-            self.broken()
-            return False
+    def _wait(self, step: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+              waiting: object) -> None:
         self._in_flight = step
         if self.waiting_since is None:
             self.waiting_since = asyncio.get_running_loop().time()
@@ -85,12 +88,19 @@ class AsgiWriter:
         else:
             # A bare yield: the coroutine asks to be run again soon.
             asyncio.get_running_loop().call_soon(self._resume, None)
-        return False
 
     def _resume(self, _: object) -> None:
         step, self._in_flight = self._in_flight, None
         if step is None:
             return  # abandoned meanwhile
-        if self._step(step):
+        try:
+            waiting = step.send(None)
+        except StopIteration:
             self.waiting_since = None
             self.written()
+            return
+        except BaseException:
+            step.close()
+            self.broken()
+            return
+        self._wait(step, waiting)
