@@ -18,9 +18,8 @@ from gateway.contract import frames
 from gateway.fanout.hub import Hub
 
 # Young-generation collections every 50,000 net allocations instead of 700. Each open
-# stream leaves a handful of long-lived objects (its coroutine frames, watcher, dicts);
-# with the default thresholds the collector kept re-scanning all of them, and at a few
-# thousand streams it took a third of the CPU of accepting new ones (docs/architecture.md).
+# stream leaves a handful of long-lived objects (its coroutine frames, watcher, dicts),
+# which the default thresholds kept re-scanning (docs/architecture.md has the figures).
 _GC_THRESHOLDS = (50_000, 50, 100)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+
+from starlette.types import Message as AsgiMessage
 
 from gateway.contract import frames
 from gateway.contract.record import TERMINAL, Record, Status, status_of
@@ -67,7 +68,7 @@ class Message:
         self.job_id = job_id
         self.data = data
         self.frame = frames.event(self.event_id, event.encode(), data)
-        self._bodies: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._bodies: tuple[AsgiMessage, AsgiMessage] | None = None
         self._relabelled: bytes | None = None
 
     @classmethod
@@ -116,12 +117,11 @@ class Message:
         return cls(epoch=epoch, seq=seq, event="deleted", version=version, status=None,
                    job_id=job_id, data=data)
 
-    def body(self, final: bool) -> dict[str, Any]:
+    def body(self, final: bool) -> AsgiMessage:
         """The ASGI ``http.response.body`` message of this frame, built once per message.
 
         A fan-out hands the same dict to every watcher's ``send``: servers read it and
-        keep nothing (uvicorn, hypercorn); one dict per watcher was a seventh of the
-        per-watcher cost of a fan-out (docs/architecture.md).
+        keep nothing (uvicorn, hypercorn); docs/architecture.md says what it saves.
         """
         if self._bodies is None:
             self._bodies = (frames.body(self.frame, more=True),

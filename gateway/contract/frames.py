@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
 
 from sse_starlette import ServerSentEvent
+from starlette.types import Message
 
 _SEP = "\n"  # ServerSentEvent's default is \r\n; every client reads both, \n is shorter
 
 HEARTBEAT = ServerSentEvent(comment="keepalive", sep=_SEP).encode()
 # One dict for every heartbeat of every stream: servers read a body message and keep
 # nothing of it (uvicorn, hypercorn).
-HEARTBEAT_BODY: dict[str, Any] = {"type": "http.response.body", "body": HEARTBEAT,
+HEARTBEAT_BODY: Message = {"type": "http.response.body", "body": HEARTBEAT,
                                   "more_body": True}
 
 # The headers of a stream's response, and of the answers that end one at once (204).
@@ -57,6 +57,6 @@ def unknown(job_ids: list[str]) -> bytes:
     return ServerSentEvent(data, event="unknown", sep=_SEP).encode()
 
 
-def body(chunk: bytes, *, more: bool) -> dict[str, Any]:
+def body(chunk: bytes, *, more: bool) -> Message:
     """An ASGI ``http.response.body`` message."""
     return {"type": "http.response.body", "body": chunk, "more_body": more}

@@ -52,8 +52,8 @@ class JsonFormatter(logging.Formatter):
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that writes access lines in batches, everything else at once.
 
-    The access log writes a line per request, and one write() system call per line was a
-    tenth of a JSON GET's cost (bench/profiles). Its lines wait here at most
+    The access log writes a line per request, and a write() system call per line costs
+    more than the line (docs/architecture.md). Its lines wait here at most
     ``interval`` seconds (a daemon thread flushes them) or until 256 are waiting; any other
     record flushes them first and goes out with them, so order is kept and warnings are
     never late. logging.shutdown() flushes what is left at exit.
