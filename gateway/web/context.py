@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.contract import keys
+from gateway.web import problems
 from gateway.web.negotiation import Representation, negotiate
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -61,6 +62,13 @@ class Context:
     def representation(self) -> Representation | None:
         """What ``Accept`` asks for: JSON, the event stream, or None (nothing acceptable)."""
         return negotiate(self._accept or None)
+
+    def negotiated(self) -> Representation:
+        """What ``Accept`` asks for, on a resource served both ways; 406 if neither."""
+        representation = negotiate(self._accept or None)
+        if representation is None:
+            raise problems.not_acceptable()
+        return representation
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> Message:
         """A stream's ``http.response.start``, with the headers every response carries."""

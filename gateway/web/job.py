@@ -46,9 +46,7 @@ class JobEndpoint:
         self.services = services
 
     async def get(self, request: Request, context: Context, send: Send) -> Reply:
-        representation = context.representation()
-        if representation is None:
-            raise problems.not_acceptable()
+        representation = context.negotiated()
         job_id = params.job_id(request)
         services, tenant = self.services, context.tenant
         if representation is Representation.STREAM:

@@ -65,9 +65,7 @@ class JobsEndpoint:
         self.services = services
 
     async def get(self, request: Request, context: Context, send: Send) -> Reply:
-        representation = context.representation()
-        if representation is None:
-            raise problems.not_acceptable()
+        representation = context.negotiated()
         services = self.services
         job_ids = params.job_ids(request, most=MAX_JOB_IDS)
         if representation is Representation.JSON:

@@ -51,6 +51,18 @@ async def hub(backend: ScriptedBackend) -> AsyncIterator[Hub]:
         yield hub
 
 
+async def stream(hub: Hub, backend: ScriptedBackend, channel: bytes, *,
+                 close_on_terminal: bool = False) -> tuple[Socket, Watcher]:
+    """An open stream of ``channel`` (its subscription confirmed at once), released to
+    the hub: what the hub writes to it lands in the Socket."""
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=close_on_terminal)
+    backend.subscribed_now.add(channel)
+    await open_watch(hub, [channel.decode()], watcher)
+    watcher.release()
+    return socket, watcher
+
+
 async def open_watch(hub: Hub, channels: list[str], watcher: Watcher) -> asyncio.Event:
     """Hold ``hub.watch`` open in a task; the event is set once it returned."""
     ready = asyncio.Event()
@@ -147,11 +159,7 @@ async def test_messages_of_unwatched_channels_are_ignored(
 async def test_malformed_messages_are_dropped_and_counted(
     hub: Hub, backend: ScriptedBackend, junk: bytes
 ) -> None:
-    socket = Socket()
-    watcher = Watcher(socket.send, close_on_terminal=False)
-    backend.subscribed_now.add(JOB)
-    await open_watch(hub, [JOB.decode()], watcher)
-    watcher.release()
+    socket, _watcher = await stream(hub, backend, JOB)
     bad = STATS.bad_messages
     backend.publish(JOB, junk)
     assert STATS.bad_messages == bad + 1
@@ -184,11 +192,7 @@ async def test_restored_job_channels_get_what_moved_and_gone_jobs_end(
 async def test_a_restored_tenant_channel_gets_the_jobs_changed_since_its_last_message(
     hub: Hub, backend: ScriptedBackend
 ) -> None:
-    socket = Socket()
-    watcher = Watcher(socket.send, close_on_terminal=False)
-    backend.subscribed_now.add(TENANT)
-    await open_watch(hub, [TENANT.decode()], watcher)
-    watcher.release()
+    socket, _watcher = await stream(hub, backend, TENANT)
     backend.publish(TENANT, payload("a", 1, seq=3, status="queued", event="status"))
     backend.lose()
     backend.epochs["default"] = "epoch1"
@@ -239,11 +243,7 @@ async def test_the_earliest_opening_position_counts_until_a_message_comes(
 async def test_a_restored_tenant_channel_of_another_epoch_ends_its_streams(
     hub: Hub, backend: ScriptedBackend
 ) -> None:
-    socket = Socket()
-    watcher = Watcher(socket.send, close_on_terminal=False)
-    backend.subscribed_now.add(TENANT)
-    await open_watch(hub, [TENANT.decode()], watcher)
-    watcher.release()
+    socket, watcher = await stream(hub, backend, TENANT)
     backend.publish(TENANT, payload("a", 1, seq=3, status="queued", event="status"))
     backend.lose()
     backend.epochs["default"] = "epoch2"  # Redis lost its data meanwhile
@@ -255,11 +255,7 @@ async def test_a_restored_tenant_channel_of_another_epoch_ends_its_streams(
 async def test_a_resync_retries_until_the_reads_are_back(
     hub: Hub, backend: ScriptedBackend
 ) -> None:
-    socket = Socket()
-    watcher = Watcher(socket.send, close_on_terminal=True)
-    backend.subscribed_now.add(JOB)
-    await open_watch(hub, [JOB.decode()], watcher)
-    watcher.release()
+    socket, _watcher = await stream(hub, backend, JOB, close_on_terminal=True)
     backend.lose()
     backend.unavailable = True
     backend.records["a"] = record("a", 3, seq=3, status_seq=2)
