@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.embedded import EmbeddedRedis
     from gateway.observability import logs
+    from gateway.server import protocol
 
     settings = Settings.from_env()
     logs.configure(settings.log_level)
@@ -49,6 +50,8 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,  # logs.configure did it: JSON lines, our access log
             access_log=False,
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+            http=protocol(settings),
+            timeout_keep_alive=settings.keepalive_seconds,
         )
         # A stop by SIGTERM/SIGINT exits 0: gateway.runtime, under any server.
         uvicorn.Server(config).run()

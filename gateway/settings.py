@@ -36,6 +36,13 @@ class Settings:
     output_ttl_seconds: int = 3600  # DESIGN.md section 1
     shutdown_grace_seconds: float = 10.0
     log_level: str = "info"
+    # The HTTP server (gateway.server): a request's line and headers, the time they may
+    # take to arrive, and how long an idle keep-alive connection is kept. The keep-alive
+    # outlasts the idle timeout of the usual proxies and load balancers (60 s), so that
+    # none of them reuses a connection the gateway is closing.
+    max_header_bytes: int = 16 * 1024
+    header_timeout_seconds: float = 10.0
+    keepalive_seconds: int = 75
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +78,13 @@ class Settings:
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", _positive, cls.shutdown_grace_seconds
             ),
             log_level=read("GATEWAY_LOG_LEVEL", _log_level, cls.log_level),
+            max_header_bytes=read("GATEWAY_MAX_HEADER_BYTES", _positive_int, cls.max_header_bytes),
+            header_timeout_seconds=read(
+                "GATEWAY_HEADER_TIMEOUT_SECONDS", _positive, cls.header_timeout_seconds
+            ),
+            keepalive_seconds=read(
+                "GATEWAY_KEEPALIVE_SECONDS", _positive_int, cls.keepalive_seconds
+            ),
         )
         return settings
 

@@ -1,0 +1,168 @@
+"""The HTTP server the gateway ships (gateway.server), spoken to over raw sockets.
+
+Hostile and unusual HTTP: a request pipelined behind a stream, heads that are too large
+or too slow, idle connections, HTTP/1.0 clients (issue 10, items 1, 2 and 16).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+
+import httpx
+import pytest
+
+from gateway.worker import SyncWorker
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    match = re.search(rf"^{re.escape(name + labels)} ([0-9.e+]+)$", text, re.M)
+    assert match is not None, name
+    return float(match[1])
+
+
+def until(check, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.05)
+
+
+def connect(gateway) -> socket.socket:  # type: ignore[no-untyped-def]
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    return sock
+
+
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+STREAM = b"GET %s HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@pytest.mark.parametrize("path,kind", [
+    (b"/v1/jobs/pipe", "job"),
+    (b"/v1/jobs?" + b"&".join(b"job_id=made-up-%d" % n for n in range(100)), "jobs"),
+])
+def test_a_stream_with_a_request_pipelined_behind_it_ends_when_its_client_leaves(
+    gateway, redis_url: str, path: bytes, kind: str
+) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("pipe")
+    channels = metric(gateway.url, "gateway_pubsub_channels")
+    for _ in range(5):
+        sock = connect(gateway)
+        sock.sendall(STREAM % path + HEALTH)  # in one write, as a pipelining client does
+        assert b"retry:" in read_until(sock, b"retry:")
+        sock.close()
+    # Each stream ends (its heartbeat meets the closed socket), and its subscriptions go.
+    until(lambda: metric(gateway.url, "gateway_open_streams", f'{{kind="{kind}"}}') == 0)
+    until(lambda: metric(gateway.url, "gateway_pubsub_channels") == channels)
+
+
+def test_a_head_over_the_limit_is_431(start_gateway) -> None:
+    gateway = start_gateway(GATEWAY_MAX_HEADER_BYTES="4096")
+    for head in (
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n",  # one write
+        b"GET /healthz?" + b"q" * 5000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",  # a long URL
+    ):
+        sock = connect(gateway)
+        sock.sendall(head)
+        answer = read_all(sock)
+        assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:80]
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "request.headers_too_large"
+        sock.close()
+    # Headers that never end: refused as soon as the limit is passed, not read whole.
+    sock = connect(gateway)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+    sent = 0
+    with pytest.raises(OSError):  # the gateway closed the connection
+        for _ in range(10_000):
+            sock.sendall(b"X-More: " + b"b" * 1000 + b"\r\n")
+            sent += 1
+            time.sleep(0.001)
+    assert sent < 1000
+    sock.close()
+    # A head under the limit is fine.
+    assert httpx.get(f"{gateway.url}/healthz", headers={"X-Ok": "a" * 3000}).status_code == 200
+
+
+def test_a_connection_that_sends_no_head_in_time_is_closed(start_gateway) -> None:
+    gateway = start_gateway(GATEWAY_HEADER_TIMEOUT_SECONDS="0.5")
+    idle = connect(gateway)  # sends nothing at all
+    slow = connect(gateway)  # a slowloris: one byte at a time
+    slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+    for byte in b"Host: t\r\nX-Slow: 123456789012345678901234567890\r\n\r\n":
+        try:
+            slow.sendall(bytes([byte]))
+        except OSError:
+            break
+        time.sleep(0.1)
+    answer = read_all(slow)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:80]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "request.timeout"
+    idle.settimeout(10)
+    assert idle.recv(100) == b""  # closed, without a word: nothing had come
+    idle.close()
+    slow.close()
+    # The time counts per head: a request that takes its time overall is fine.
+    with httpx.Client(base_url=gateway.url) as client:
+        for _ in range(3):
+            assert client.get("/healthz").status_code == 200
+            time.sleep(0.3)
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_time(start_gateway) -> None:
+    gateway = start_gateway(GATEWAY_KEEPALIVE_SECONDS="1", GATEWAY_HEADER_TIMEOUT_SECONDS="30")
+    sock = connect(gateway)
+    sock.sendall(HEALTH)
+    assert b"200 OK" in read_until(sock, b'"ok"}')
+    # Closed after the second the setting asks for (uvicorn's own default would be 5 s).
+    sock.settimeout(4)
+    started = time.monotonic()
+    assert sock.recv(100) == b""
+    assert time.monotonic() - started >= 0.9  # not before its time
+    sock.close()
+
+
+def test_an_http_1_0_client_gets_its_stream_unchunked_and_closed_at_the_end(
+    gateway, redis_url: str
+) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("old")
+        worker.fail("old", "x.y", "done")
+    sock = connect(gateway)
+    sock.sendall(b"GET /v1/jobs/old HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
+    answer = read_all(sock)  # the gateway closes the connection at the end
+    sock.close()
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"transfer-encoding" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body.startswith(b"retry: 3000\nid: ") and body.endswith(b"\n\n")
+    assert b"event: snapshot\ndata: {" in body and b'"status":"failed"' in body
+    # A JSON answer keeps its length.
+    sock = connect(gateway)
+    sock.sendall(b"GET /v1/jobs/old HTTP/1.0\r\n\r\n")
+    answer = read_all(sock)
+    sock.close()
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert f"content-length: {len(body)}".encode() in head.lower()
+    assert json.loads(body)["job_id"] == "old"
