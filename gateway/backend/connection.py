@@ -15,12 +15,12 @@ import asyncio
 import os
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import hiredis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import RedisSSLContext, parse_url
 
 from gateway.timers import fail_at
 
@@ -34,6 +34,14 @@ def pack(*args: str | bytes) -> bytes:
         raw = arg.encode() if isinstance(arg, str) else arg
         out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(out)
+
+
+def _tls_context(options: Mapping[str, object]) -> ssl.SSLContext:
+    """redis-py's TLS context for the URL's ``ssl_*`` options (names without the prefix)."""
+    tls: dict[str, Any] = {name.removeprefix("ssl_"): value for name, value in options.items()
+                           if name.startswith("ssl_")}
+    context: ssl.SSLContext = RedisSSLContext(**tls).get()
+    return context
 
 
 class Refused(ConnectionError):
@@ -60,20 +68,21 @@ class RedisConnection(asyncio.Protocol):
         cls, url: str, on_reply: Callable[[Reply], None], *, name: str | None = None
     ) -> RedisConnection:
         """Connect, authenticate, name the connection and select its database. The URL is
-        read by redis-py's own parser, so that these connections and redis-py's agree on
-        host, credentials and database. Bound it with a timeout."""
+        read by redis-py's own parser, and its TLS options (``ssl_cert_reqs``,
+        ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``, ...)
+        make the TLS context as redis-py makes it, so that these connections and redis-py's
+        agree on everything the URL says. Bound it with a timeout."""
         loop = asyncio.get_running_loop()
         options = parse_url(url)
         protocol = cls(on_reply)
         if "path" in options:
             await loop.create_unix_connection(lambda: protocol, options["path"])
         else:
-            secure = urlsplit(url).scheme == "rediss"
             await loop.create_connection(
                 lambda: protocol,
                 options.get("host") or "127.0.0.1",
                 options.get("port") or 6379,
-                ssl=ssl.create_default_context() if secure else None,
+                ssl=_tls_context(options) if urlsplit(url).scheme == "rediss" else None,
             )
         try:
             password, username = options.get("password"), options.get("username")
