@@ -91,7 +91,7 @@ def test_the_gateway_reads_and_streams_over_tls_with_the_urls_options(
         assert "event: snapshot" in [next(lines) for _ in range(3)]
         with SyncWorker.from_url(url) as worker:
             worker.start("tls")
-        while (line := next(lines)) != "event: status":
+        while next(lines) != "event: status":
             pass
         assert '"status":"running"' in next(lines)
 
