@@ -111,7 +111,7 @@ def _evalsha(pipe: redis.client.Pipeline, sha: str, op: str, job_id: str,
              payload: dict[str, object]) -> None:
     # Exactly the call SyncWorker makes, pipelined: the protocol any worker may use.
     call = changes.call(op, job_id, payload, tenant=DEFAULT_TENANT,
-                        retention_seconds=86400, output_ttl_seconds=3600)
+                        lifetimes=changes.Lifetimes())
     pipe.evalsha(sha, len(call.keys), *call.keys, *call.args)
 
 

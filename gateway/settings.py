@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from gateway.contract.script import Lifetimes
+
 T = TypeVar("T")
 
 
@@ -34,6 +36,7 @@ class Settings:
     probe_seconds: float = 10.0  # how often the hub checks that its pub/sub still delivers
     retention_seconds: int = 24 * 3600  # DESIGN.md section 1
     output_ttl_seconds: int = 3600  # DESIGN.md section 1
+    active_ttl_seconds: int = 7 * 24 * 3600  # a job not ended, after its last change
     shutdown_grace_seconds: float = 10.0
     log_level: str = "info"
     # The HTTP server (gateway.server): a request's line and headers, the time they may
@@ -41,6 +44,7 @@ class Settings:
     # outlasts the idle timeout of the usual proxies and load balancers (60 s), so that
     # none of them reuses a connection the gateway is closing.
     max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 64 * 1024  # a request's body (POST /v1/jobs): 413 past it
     header_timeout_seconds: float = 10.0
     keepalive_seconds: int = 75
 
@@ -74,11 +78,15 @@ class Settings:
             output_ttl_seconds=read(
                 "GATEWAY_OUTPUT_TTL_SECONDS", _positive_int, cls.output_ttl_seconds
             ),
+            active_ttl_seconds=read(
+                "GATEWAY_ACTIVE_TTL_SECONDS", _positive_int, cls.active_ttl_seconds
+            ),
             shutdown_grace_seconds=read(
                 "GATEWAY_SHUTDOWN_GRACE_SECONDS", _positive, cls.shutdown_grace_seconds
             ),
             log_level=read("GATEWAY_LOG_LEVEL", _log_level, cls.log_level),
             max_header_bytes=read("GATEWAY_MAX_HEADER_BYTES", _positive_int, cls.max_header_bytes),
+            max_body_bytes=read("GATEWAY_MAX_BODY_BYTES", _positive_int, cls.max_body_bytes),
             header_timeout_seconds=read(
                 "GATEWAY_HEADER_TIMEOUT_SECONDS", _positive, cls.header_timeout_seconds
             ),
@@ -87,6 +95,12 @@ class Settings:
             ),
         )
         return settings
+
+    @property
+    def lifetimes(self) -> Lifetimes:
+        """For the jobs created through the HTTP API."""
+        return Lifetimes(self.retention_seconds, self.output_ttl_seconds,
+                         self.active_ttl_seconds)
 
 
 class _Reader:

@@ -17,13 +17,12 @@ import redis.asyncio
 
 from gateway.contract import script
 from gateway.contract.keys import DEFAULT_TENANT
-from gateway.contract.script import _UNSET, Call, Snapshot
+from gateway.contract.script import _UNSET, Call, Lifetimes, Snapshot
 
 R = TypeVar("R")
 _Awaitable = Coroutine[Any, Any, Snapshot]
 
-DEFAULT_RETENTION_SECONDS = 24 * 3600  # DESIGN.md section 1: the record lives 24 h after the end
-DEFAULT_OUTPUT_TTL_SECONDS = 3600  # DESIGN.md section 1: the output expires 1 h after completion
+_DEFAULTS = Lifetimes()
 
 
 class _Operations(Generic[R]):
@@ -33,12 +32,16 @@ class _Operations(Generic[R]):
         self,
         *,
         tenant: str = DEFAULT_TENANT,
-        retention_seconds: int = DEFAULT_RETENTION_SECONDS,
-        output_ttl_seconds: int = DEFAULT_OUTPUT_TTL_SECONDS,
+        retention_seconds: int = _DEFAULTS.retention_seconds,
+        output_ttl_seconds: int = _DEFAULTS.output_ttl_seconds,
+        active_ttl_seconds: int = _DEFAULTS.active_ttl_seconds,
     ) -> None:
+        """``retention_seconds``: how long a job's record lives after it ended (24 h);
+        ``output_ttl_seconds``: how long its output lives after completion (1 h);
+        ``active_ttl_seconds``: how long a job that has not ended lives after its last
+        change (a week), so that a job abandoned by its worker does not stay for ever."""
         self.tenant = tenant
-        self.retention_seconds = retention_seconds
-        self.output_ttl_seconds = output_ttl_seconds
+        self.lifetimes = Lifetimes(retention_seconds, output_ttl_seconds, active_ttl_seconds)
 
     def _run(self, call: Call) -> R:
         raise NotImplementedError
@@ -50,8 +53,7 @@ class _Operations(Generic[R]):
                 job_id,
                 payload,
                 tenant=self.tenant,
-                retention_seconds=self.retention_seconds,
-                output_ttl_seconds=self.output_ttl_seconds,
+                lifetimes=self.lifetimes,
             )
         )
 

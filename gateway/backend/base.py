@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from gateway.contract.record import Record
-from gateway.contract.script import Change
+from gateway.contract.script import Change, Lifetimes
 
 
 class Listener(Protocol):
@@ -63,7 +63,7 @@ class Backend(Protocol):
     # -- the one write ----------------------------------------------------------------
 
     async def change(self, op: str, job_id: str, payload: dict[str, Any], *, tenant: str,
-                     retention_seconds: int, output_ttl_seconds: int) -> Change:
+                     lifetimes: Lifetimes) -> Change:
         """Run the update script; a ChangeRefused subclass when it refuses."""
 
     # -- channels -----------------------------------------------------------------------

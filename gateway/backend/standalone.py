@@ -20,7 +20,7 @@ from gateway.backend.reads import Reads
 from gateway.backend.subscriber import Subscriber
 from gateway.contract import keys, script
 from gateway.contract.record import FIELDS, Record
-from gateway.contract.script import Change
+from gateway.contract.script import Change, Lifetimes
 from gateway.errors import BackendUnavailable
 
 # Commands per write when reading many jobs at once.
@@ -120,10 +120,8 @@ class StandaloneBackend:
     # -- the one write ------------------------------------------------------------------
 
     async def change(self, op: str, job_id: str, payload: dict[str, Any], *, tenant: str,
-                     retention_seconds: int, output_ttl_seconds: int) -> Change:
-        call = script.call(op, job_id, payload, tenant=tenant,
-                           retention_seconds=retention_seconds,
-                           output_ttl_seconds=output_ttl_seconds)
+                     lifetimes: Lifetimes) -> Change:
+        call = script.call(op, job_id, payload, tenant=tenant, lifetimes=lifetimes)
         try:
             reply = await self._script(keys=call.keys, args=call.args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:

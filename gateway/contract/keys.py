@@ -70,7 +70,13 @@ def epoch_key(tenant: str) -> str:
     return f"{_prefix(tenant)}epoch"
 
 
+def expiry_key(tenant: str) -> str:
+    """When each job's record expires (sorted set, score = unix seconds): the update script
+    takes expired jobs out of the index and the active set with it."""
+    return f"{_prefix(tenant)}expiry"
+
+
 def script_keys(tenant: str, job_id: str) -> list[str]:
     """The KEYS of the update script, in the order ``update.lua`` reads them."""
     return [job_key(tenant, job_id), index_key(tenant), seq_key(tenant), epoch_key(tenant),
-            active_key(tenant)]
+            active_key(tenant), expiry_key(tenant)]

@@ -32,6 +32,16 @@ def status_of(value: str) -> Status:
         raise ValueError(f"not a job status: {value[:40]!r}") from None
 
 
+def _utf8(raw: bytes) -> bytes:
+    """The snapshot as valid UTF-8: the update script refuses anything else, but a record
+    written before it did, or by hand, must not make a response invalid JSON."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace").encode("utf-8")
+    return raw
+
+
 # The hash fields beside the snapshot JSON that the script writes, in the order that
 # Record.from_fields reads them (update.lua's header comment documents each).
 FIELDS = ("snapshot", "version", "seq", "epoch", "status", "status_seq", "output_expires")
@@ -60,7 +70,7 @@ class Record:
         )
         return cls(
             job_id=job_id,
-            snapshot=snapshot,
+            snapshot=snapshot if snapshot.isascii() else _utf8(snapshot),
             version=int(version),
             seq=int(seq),
             epoch=epoch.decode(),
@@ -76,7 +86,10 @@ class Record:
     def body(self, now: float | None = None) -> bytes:
         """The snapshot as served: ``output`` reads null once it expired (DESIGN.md s. 1)."""
         if self.output_expires is not None and (now or time.time()) >= self.output_expires:
-            document = json.loads(self.snapshot)
+            try:
+                document = json.loads(self.snapshot)
+            except ValueError:  # not JSON at all (written by hand): served as it is
+                return self.snapshot
             document["output"] = None
             return json.dumps(document, separators=(",", ":")).encode()
         return self.snapshot

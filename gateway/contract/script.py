@@ -33,6 +33,15 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class Lifetimes:
+    """How long a job's record and its output live (DESIGN.md section 1)."""
+
+    retention_seconds: int = 24 * 3600  # the record, after the job ended
+    output_ttl_seconds: int = 3600  # the output, after completion
+    active_ttl_seconds: int = 7 * 24 * 3600  # a job not ended, after its last change
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """One invocation of the update script: its KEYS and ARGV."""
 
@@ -48,8 +57,7 @@ def call(
     payload: dict[str, Any],
     *,
     tenant: str,
-    retention_seconds: int,
-    output_ttl_seconds: int,
+    lifetimes: Lifetimes,
     publish: str = "PUBLISH",
 ) -> Call:
     """The call of ``op``; ``publish`` is SPUBLISH where channels are sharded (a cluster)."""
@@ -61,10 +69,11 @@ def call(
         json.dumps(payload, separators=(",", ":")),
         keys.job_channel(tenant, job_id),
         keys.tenant_channel(tenant),
-        retention_seconds,
-        output_ttl_seconds,
+        lifetimes.retention_seconds,
+        lifetimes.output_ttl_seconds,
         secrets.token_hex(8),
         publish,
+        lifetimes.active_ttl_seconds,
     ]
     return Call(op, job_id, keys.script_keys(tenant, job_id), args)
 

@@ -1,19 +1,29 @@
 -- The one atomic step behind every change of a job (DESIGN.md section 4).
 --
 -- Any worker, in any language, runs it with EVALSHA:
---   KEYS: job hash, tenant index (zset), tenant seq (string), tenant epoch (string),
---         tenant active set (zset of the jobs not yet ended)
---   ARGV: op, job_id, payload (JSON object), job channel, tenant channel,
---         retention seconds (terminal job record), output ttl seconds, nonce (any text),
---         publish command (optional: PUBLISH, the default, or SPUBLISH on a cluster with
---         sharded pub/sub)
+--   KEYS (6, all of one tenant T): gw:{T}:job:<id> (hash), gw:{T}:index (zset),
+--         gw:{T}:seq (string), gw:{T}:epoch (string), gw:{T}:active (zset of the jobs
+--         not yet ended), gw:{T}:expiry (zset: job -> when its record expires)
+--   ARGV: op, job_id, payload (JSON object), job channel (the job key's name), tenant
+--         channel gw:{T}:jobs, retention seconds (terminal job record), output ttl
+--         seconds, nonce (any text), and optionally: the publish command (PUBLISH, the
+--         default, or SPUBLISH on a cluster with sharded pub/sub), the lifetime in
+--         seconds of a job that has not ended, renewed by each of its changes (default
+--         604800, a week)
 --   op: create | start | progress | complete | fail | cancel | request_cancel | delete
 --
 -- Reply on success: {1, event_id, event, data, changed}. `changed` is 0 when the call
 -- asked for nothing new (for example the same progress twice): nothing was written or
 -- published and `event_id`/`data` describe the current state.
 -- Reply on refusal: {0, code, message, current_status}; code is one of not_found,
--- already_exists, invalid_transition, invalid_argument. Nothing was written.
+-- already_exists, invalid_transition, invalid_argument. Everything is checked before the
+-- first write: a refused call writes nothing, bumps nothing and publishes nothing.
+--
+-- Limits (characters of UTF-8 text; every string must be valid UTF-8): phase 200,
+-- error.code 128, error.message 4096, conversion.source_format/target_format 64,
+-- original_filename and output.file_name 1024, output.content_type 255, output.file_url
+-- 4096 and an absolute http(s) URL; numbers finite; counts whole numbers from 0 to 2^53;
+-- metrics at most 32, names up to 64 characters; the whole snapshot at most 64 KiB.
 --
 -- The job hash holds `snapshot` (the JSON document of DESIGN.md section 1, fields in a
 -- fixed order), and beside it what the gateway needs without parsing JSON: version,
@@ -25,19 +35,70 @@
 -- a newline, then the data line of the event (the snapshot, or for `deleted` a small
 -- object). The gateway forwards it without reading Redis.
 
-local job_key, index_key, seq_key, epoch_key, active_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local op, job_id, payload_json = ARGV[1], ARGV[2], ARGV[3]
-local job_channel, tenant_channel = ARGV[4], ARGV[5]
-local retention, output_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
-local nonce = ARGV[8] or ''
-local publish = ARGV[9] or 'PUBLISH'
-
 local NULL = cjson.null
 local TERMINAL = {completed = true, failed = true, canceled = true}
+local MAX_SECONDS = 315360000 -- ten years
+local MAX_COUNT = 9007199254740992 -- 2^53: larger whole numbers are not exact in JSON
+local MAX_SNAPSHOT_BYTES = 65536
+local PRUNE_PER_CHANGE = 10
 
 local function refuse(code, message, status)
   return {0, code, message, status or ''}
 end
+
+local function invalid(message)
+  return refuse('invalid_argument', message)
+end
+
+-- -- KEYS and ARGV --------------------------------------------------------------------
+
+if #KEYS ~= 6 then
+  return invalid('the script takes 6 KEYS (job, index, seq, epoch, active, expiry), not ' .. #KEYS)
+end
+local tenant = string.match(KEYS[2], '^gw:{([^}]*)}:index$')
+if not tenant then return invalid('KEYS[2] must be gw:{<tenant>}:index') end
+local prefix = 'gw:{' .. tenant .. '}:'
+
+local op, job_id, payload_json = ARGV[1], ARGV[2], ARGV[3]
+if type(job_id) ~= 'string' or #job_id < 1 or #job_id > 128 or string.find(job_id, '[^%w_%-]') then
+  return invalid('a job id is 1-128 characters of [A-Za-z0-9_-]')
+end
+local job_key, index_key, seq_key, epoch_key, active_key, expiry_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local expected = {prefix .. 'job:' .. job_id, index_key, prefix .. 'seq', prefix .. 'epoch',
+  prefix .. 'active', prefix .. 'expiry'}
+for i = 1, 6 do
+  if KEYS[i] ~= expected[i] then
+    return invalid('KEYS[' .. i .. '] must be ' .. expected[i] .. ' for job ' .. job_id)
+  end
+end
+local job_channel, tenant_channel = ARGV[4], ARGV[5]
+if job_channel ~= job_key then return invalid('ARGV[4], the job channel, must be ' .. job_key) end
+if tenant_channel ~= prefix .. 'jobs' then
+  return invalid('ARGV[5], the tenant channel, must be ' .. prefix .. 'jobs')
+end
+
+local function seconds(value)
+  if type(value) ~= 'string' or not string.match(value, '^%d+$') then return nil end
+  local n = tonumber(value)
+  if n < 1 or n > MAX_SECONDS then return nil end
+  return n
+end
+local retention, output_ttl = seconds(ARGV[6]), seconds(ARGV[7])
+if not retention then return invalid('ARGV[6], the retention, must be whole seconds from 1 to ' .. MAX_SECONDS) end
+if not output_ttl then return invalid('ARGV[7], the output ttl, must be whole seconds from 1 to ' .. MAX_SECONDS) end
+local nonce = ARGV[8] or ''
+local publish = ARGV[9] or 'PUBLISH'
+if publish ~= 'PUBLISH' and publish ~= 'SPUBLISH' then
+  return invalid('the publish command is PUBLISH or SPUBLISH, not ' .. tostring(publish))
+end
+local active_ttl = 604800
+if ARGV[10] ~= nil then
+  active_ttl = seconds(ARGV[10])
+  if not active_ttl then return invalid('ARGV[10], the lifetime of a job not ended, must be whole seconds from 1 to ' .. MAX_SECONDS) end
+end
+
+-- -- the payload ----------------------------------------------------------------------
 
 -- Allowed payload fields per operation: anything else is refused, so a typo in a worker
 -- is an error at once instead of a silently ignored field.
@@ -52,60 +113,124 @@ local FIELDS = {
   delete = {},
 }
 local CONVERSION_KEYS = {'source_format', 'target_format', 'source_size_bytes', 'original_filename'}
-local OUTPUT_KEYS = {'file_name', 'content_type', 'file_size_bytes', 'file_count', 'file_url'}
 local ERROR_KEYS = {'code', 'message'}
+-- What each field holds: 'count', or the longest text (characters).
+local KINDS = {
+  conversion = {source_format = 64, target_format = 64, source_size_bytes = 'count', original_filename = 1024},
+  output = {file_name = 1024, content_type = 255, file_size_bytes = 'count', file_count = 'count', file_url = 4096},
+  error = {code = 128, message = 4096},
+}
 
-if FIELDS[op] == nil then
-  return refuse('invalid_argument', 'unknown operation ' .. tostring(op))
+if FIELDS[op] == nil then return invalid('unknown operation ' .. tostring(op)) end
+
+-- Valid UTF-8 only (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF):
+-- JSON text is UTF-8, and a stored snapshot that is not would break every reader.
+local function utf8_valid(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    if c < 0x80 then
+      i = i + 1
+    else
+      local len, low, high
+      if c >= 0xC2 and c <= 0xDF then len, low, high = 2, 0x80, 0xBF
+      elseif c == 0xE0 then len, low, high = 3, 0xA0, 0xBF
+      elseif c == 0xED then len, low, high = 3, 0x80, 0x9F
+      elseif c >= 0xE1 and c <= 0xEF then len, low, high = 3, 0x80, 0xBF
+      elseif c == 0xF0 then len, low, high = 4, 0x90, 0xBF
+      elseif c >= 0xF1 and c <= 0xF3 then len, low, high = 4, 0x80, 0xBF
+      elseif c == 0xF4 then len, low, high = 4, 0x80, 0x8F
+      else return false end
+      if i + len - 1 > n then return false end
+      local second = string.byte(s, i + 1)
+      if second < low or second > high then return false end
+      for j = i + 2, i + len - 1 do
+        local b = string.byte(s, j)
+        if b < 0x80 or b > 0xBF then return false end
+      end
+      i = i + len
+    end
+  end
+  return true
 end
-if publish ~= 'PUBLISH' and publish ~= 'SPUBLISH' then
-  return refuse('invalid_argument', 'the publish command is PUBLISH or SPUBLISH, not ' .. tostring(publish))
+
+local function chars(s)
+  local _, count = string.gsub(s, '[^\128-\191]', '')
+  return count
+end
+
+local function finite(v)
+  return type(v) == 'number' and v == v and v ~= math.huge and v ~= -math.huge
+end
+
+if type(payload_json) ~= 'string' or not utf8_valid(payload_json) then
+  return invalid('the payload must be JSON text in UTF-8')
 end
 local decoded, payload = pcall(cjson.decode, payload_json)
 if not decoded or type(payload) ~= 'table' or payload[1] ~= nil then
-  return refuse('invalid_argument', 'payload must be a JSON object')
+  return invalid('payload must be a JSON object')
 end
 for name in pairs(payload) do
   if type(name) ~= 'string' or not FIELDS[op][name] then
-    return refuse('invalid_argument', op .. ' does not take the field ' .. tostring(name))
+    return invalid(op .. ' does not take the field ' .. tostring(name))
   end
 end
 
-local function check_object(value, keys, what, kinds)
+local function check_text(v, longest, what)
+  if type(v) ~= 'string' then return what .. ' must be a string' end
+  if chars(v) > longest then return what .. ' is longer than ' .. longest .. ' characters' end
+  return nil
+end
+
+local function check_object(value, what)
   if value == nil or value == NULL then return nil end
   if type(value) ~= 'table' or value[1] ~= nil then return what .. ' must be an object' end
-  local known = {}
-  for _, k in ipairs(keys) do known[k] = true end
+  local kinds = KINDS[what]
   for k, v in pairs(value) do
-    if not known[k] then return what .. ' does not take the field ' .. tostring(k) end
     local kind = kinds[k]
-    if v ~= NULL and kind == 'count' then
-      if type(v) ~= 'number' or v < 0 or v ~= math.floor(v) then
-        return what .. '.' .. k .. ' must be a whole number >= 0'
+    if kind == nil then return what .. ' does not take the field ' .. tostring(k) end
+    if v ~= NULL then
+      local name = what .. '.' .. k
+      if kind == 'count' then
+        if not finite(v) or v < 0 or v > MAX_COUNT or v ~= math.floor(v) then
+          return name .. ' must be a whole number from 0 to ' .. MAX_COUNT
+        end
+      else
+        local problem = check_text(v, kind, name)
+        if problem then return problem end
       end
-    elseif v ~= NULL and type(v) ~= 'string' then
-      return what .. '.' .. k .. ' must be a string'
     end
   end
   return nil
 end
 
 local problem =
-  check_object(payload.conversion, CONVERSION_KEYS, 'conversion', {source_size_bytes = 'count'}) or
-  check_object(payload.output, OUTPUT_KEYS, 'output', {file_size_bytes = 'count', file_count = 'count'}) or
-  check_object(payload.error, ERROR_KEYS, 'error', {})
-if problem then return refuse('invalid_argument', problem) end
+  check_object(payload.conversion, 'conversion') or
+  check_object(payload.output, 'output') or
+  check_object(payload.error, 'error')
+if problem then return invalid(problem) end
+if type(payload.output) == 'table' and type(payload.output.file_url) == 'string' then
+  local url = payload.output.file_url
+  if not string.match(url, '^[Hh][Tt][Tt][Pp][Ss]?://[^/?#%s]+') or string.find(url, '[%c%s]') then
+    return invalid('output.file_url must be an absolute http(s) URL')
+  end
+end
 if payload.metrics ~= nil then
   if type(payload.metrics) ~= 'table' or payload.metrics[1] ~= nil then
-    return refuse('invalid_argument', 'metrics must be an object of numbers')
+    return invalid('metrics must be an object of numbers')
   end
   for k, v in pairs(payload.metrics) do
-    if type(v) ~= 'number' then return refuse('invalid_argument', 'metrics.' .. k .. ' must be a number') end
+    if #k > 64 then return invalid('a metric name is at most 64 characters') end
+    if not finite(v) then return invalid('metrics.' .. k .. ' must be a finite number') end
   end
 end
-if payload.phase ~= nil and payload.phase ~= NULL and type(payload.phase) ~= 'string' then
-  return refuse('invalid_argument', 'phase must be a string or null')
+if payload.phase ~= nil and payload.phase ~= NULL then
+  local phase_problem = check_text(payload.phase, 200, 'phase')
+  if phase_problem then return invalid(phase_problem .. ' or null') end
 end
+
+-- -- the transition -------------------------------------------------------------------
 
 -- Time comes from the Redis server so that every writer agrees (DESIGN.md section 1).
 local clock = redis.call('TIME')
@@ -174,9 +299,10 @@ local function encode(s)
 end
 
 local function merge_metrics(s)
-  if payload.metrics then
-    for k, v in pairs(payload.metrics) do s.metrics[k] = v end
-  end
+  for k, v in pairs(payload.metrics) do s.metrics[k] = v end
+  local count = 0
+  for _ in pairs(s.metrics) do count = count + 1 end
+  return count <= 32
 end
 
 local current = redis.call('HMGET', job_key, 'snapshot', 'seq', 'epoch', 'status_seq')
@@ -194,7 +320,6 @@ if op == 'create' then
     cancel_requested = false, created_at = iso(now), updated_at = iso(now),
     expires_at = NULL, version = 0,
   }
-  merge_metrics(s)
 else
   if not current[1] then return refuse('not_found', 'job ' .. job_id .. ' does not exist') end
   s = cjson.decode(current[1])
@@ -224,7 +349,7 @@ elseif op == 'progress' then
   if old_status ~= 'running' then return refuse_transition('progress needs a running job (call start first)') end
   local percent = payload.percent
   if percent ~= nil then
-    if type(percent) ~= 'number' or percent ~= percent or percent < 0 or percent > 100 then
+    if not finite(percent) or percent < 0 or percent > 100 then
       return refuse('invalid_argument', 'percent must be a number from 0 to 100', old_status)
     end
     if percent < s.progress.percent then
@@ -236,7 +361,6 @@ elseif op == 'progress' then
   if same_percent and same_phase and payload.metrics == nil then return unchanged() end
   if percent ~= nil then s.progress.percent = percent end
   if payload.phase ~= nil then s.progress.phase = payload.phase end
-  merge_metrics(s)
 elseif op == 'complete' then
   if old_status ~= 'running' then return refuse_transition('complete needs a running job') end
   local out = payload.output
@@ -246,7 +370,6 @@ elseif op == 'complete' then
   s.output = out
   s.status = 'completed'
   s.progress.percent = 100
-  merge_metrics(s)
 elseif op == 'fail' then
   local err = payload.error
   if err == nil or err == NULL or type(err.code) ~= 'string' or err.code == '' then
@@ -255,7 +378,6 @@ elseif op == 'fail' then
   if err.message == nil or err.message == NULL then err.message = '' end
   s.error = err
   s.status = 'failed'
-  merge_metrics(s)
 elseif op == 'cancel' then
   s.status = 'canceled'
 elseif op == 'request_cancel' then
@@ -271,9 +393,32 @@ elseif op == 'delete' then
     return refuse_transition('only a job that ended can be deleted (cancel it first)')
   end
 end
+if payload.metrics ~= nil and not merge_metrics(s) then
+  return refuse('invalid_argument', 'a job has at most 32 metrics', old_status)
+end
 
--- The change is accepted: bump the tenant counter; a fresh counter gets a fresh epoch, so
--- that a Redis that lost its data is never mistaken for the old one (DESIGN.md section 3).
+s.version = s.version + 1
+s.updated_at = iso(now)
+if TERMINAL[s.status] then s.expires_at = iso(now + retention) end
+
+local event, data
+if op == 'delete' then
+  event = 'deleted'
+  data = '{"job_id":' .. cjson.encode(job_id) .. ',"version":' .. string.format('%d', s.version) .. '}'
+else
+  if s.status ~= old_status or op == 'create' then event = 'status' else event = 'progress' end
+  local encoded
+  encoded, data = pcall(encode, s)
+  if not encoded then return refuse('invalid_argument', 'the snapshot cannot be encoded', old_status) end
+  if #data > MAX_SNAPSHOT_BYTES then
+    return refuse('invalid_argument', 'the snapshot would exceed ' .. MAX_SNAPSHOT_BYTES .. ' bytes', old_status)
+  end
+end
+
+-- -- the writes: nothing above has written anything ------------------------------------
+
+-- Bump the tenant counter; a fresh counter gets a fresh epoch, so that a Redis that lost
+-- its data is never mistaken for the old one (DESIGN.md section 3).
 local seq = redis.call('INCR', seq_key)
 local epoch = redis.call('GET', epoch_key)
 if not epoch or seq == 1 then
@@ -282,24 +427,13 @@ if not epoch or seq == 1 then
   redis.call('SET', epoch_key, epoch)
 end
 local event_id = epoch .. '-' .. seq
-s.version = s.version + 1
-s.updated_at = iso(now)
 
-local event, data
 if op == 'delete' then
-  event = 'deleted'
-  data = '{"job_id":' .. cjson.encode(job_id) .. ',"version":' .. string.format('%d', s.version) .. '}'
   redis.call('DEL', job_key)
+  redis.call('ZREM', expiry_key, job_id)
 else
   local status_seq = tonumber(current[4]) or seq
-  if s.status ~= old_status or op == 'create' then
-    event = 'status'
-    status_seq = seq
-  else
-    event = 'progress'
-  end
-  if TERMINAL[s.status] then s.expires_at = iso(now + retention) end
-  data = encode(s)
+  if event == 'status' then status_seq = seq end
   local output_expires = ''
   if s.status == 'completed' then
     -- With the microseconds: a whole-second stamp could expire a short TTL early.
@@ -307,7 +441,11 @@ else
   end
   redis.call('HSET', job_key, 'snapshot', data, 'version', s.version, 'seq', seq, 'epoch', epoch,
     'status', s.status, 'status_seq', status_seq, 'output_expires', output_expires)
-  if TERMINAL[s.status] then redis.call('EXPIRE', job_key, retention) end
+  -- A record lives `retention` seconds after its end, and a job that never ends does not
+  -- live for ever either: each change renews it.
+  local lifetime = TERMINAL[s.status] and retention or active_ttl
+  redis.call('EXPIRE', job_key, lifetime)
+  redis.call('ZADD', expiry_key, now + lifetime, job_id)
 end
 redis.call('ZADD', index_key, seq, job_id)
 -- The active set lets a tenant-wide stream open with the jobs not yet ended without
@@ -316,6 +454,14 @@ if op == 'delete' or TERMINAL[s.status] then
   redis.call('ZREM', active_key, job_id)
 else
   redis.call('ZADD', active_key, seq, job_id)
+end
+-- Records that expired leave the index and the active set, a few per change (issue 10).
+-- (A second early: a record's own expiry counts milliseconds, the scores whole seconds.)
+local expired = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', now - 1, 'LIMIT', 0, PRUNE_PER_CHANGE)
+for _, gone in ipairs(expired) do
+  redis.call('ZREM', index_key, gone)
+  redis.call('ZREM', active_key, gone)
+  redis.call('ZREM', expiry_key, gone)
 end
 
 local message = event_id .. ' ' .. event .. ' ' .. string.format('%d', s.version) .. ' ' .. s.status ..

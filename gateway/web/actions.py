@@ -31,9 +31,7 @@ class Actions:
         settings = self.services.settings
         try:
             return await self.services.backend.change(
-                op, job_id, {}, tenant=context.tenant,
-                retention_seconds=settings.retention_seconds,
-                output_ttl_seconds=settings.output_ttl_seconds)
+                op, job_id, {}, tenant=context.tenant, lifetimes=settings.lifetimes)
         except JobNotFound:
             raise problems.not_found(job_id) from None
 

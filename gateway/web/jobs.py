@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from starlette.requests import Request
@@ -80,13 +79,8 @@ class JobsEndpoint:
 
     async def create(self, request: Request, context: Context, send: Send) -> Reply:
         """``POST /v1/jobs``: register a queued job (backend services)."""
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            raise problems.invalid_parameter("the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise problems.invalid_parameter("the body must be a JSON object")
+        settings = self.services.settings
+        body = params.json_object(await params.body(request, settings.max_body_bytes))
         unknown = set(body) - {"job_id", "conversion"}
         if unknown:
             raise problems.invalid_parameter(f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -98,12 +92,10 @@ class JobsEndpoint:
         conversion = body.get("conversion")
         if conversion is not None and not isinstance(conversion, dict):
             raise problems.invalid_parameter("conversion must be an object")
-        settings = self.services.settings
         try:
             change = await self.services.backend.change(
                 "create", job_id, {"conversion": conversion or {}}, tenant=context.tenant,
-                retention_seconds=settings.retention_seconds,
-                output_ttl_seconds=settings.output_ttl_seconds)
+                lifetimes=settings.lifetimes)
         except JobAlreadyExists:
             raise problems.ApiError(
                 409, "jobs.already_exists", f"job {job_id!r} already exists") from None

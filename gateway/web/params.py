@@ -6,6 +6,9 @@ Every job id a request names passes ``keys.valid_job_id`` here before any Redis 
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from starlette.requests import Request
 
 from gateway.contract import keys
@@ -46,6 +49,33 @@ def whole_number(request: Request, name: str, default: int, low: int, high: int)
         value = low - 1
     if not low <= value <= high:
         raise problems.invalid_parameter(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+async def body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (before reading it whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise problems.too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise problems.too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A body that must be a JSON object (or empty: an empty object)."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
+        raise problems.invalid_parameter("the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise problems.invalid_parameter("the body must be a JSON object")
     return value
 
 

@@ -39,6 +39,10 @@ def invalid_parameter(detail: str) -> ApiError:
     return ApiError(400, "request.invalid_parameter", detail)
 
 
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "request.too_large", f"the body is limited to {limit} bytes")
+
+
 def not_found(job_id: str) -> ApiError:
     return ApiError(404, "jobs.not_found", f"no job {job_id!r}", VARY)
 

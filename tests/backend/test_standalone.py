@@ -13,6 +13,7 @@ import redis
 from gateway.backend.standalone import StandaloneBackend
 from gateway.contract import keys
 from gateway.contract.record import Status
+from gateway.contract.script import Lifetimes
 from gateway.errors import BackendUnavailable, InvalidTransition
 from gateway.worker import SyncWorker
 
@@ -79,14 +80,11 @@ async def test_many_reads_go_in_batches(backend: StandaloneBackend, r: redis.Red
 
 
 async def test_the_update_script_and_its_refusals(backend: StandaloneBackend) -> None:
-    change = await backend.change("create", "x", {}, tenant="default", retention_seconds=60,
-                                  output_ttl_seconds=60)
+    change = await backend.change("create", "x", {}, tenant="default", lifetimes=Lifetimes())
     assert change.event == "status" and change.data["version"] == 1
-    await backend.change("request_cancel", "x", {}, tenant="default", retention_seconds=60,
-                         output_ttl_seconds=60)
+    await backend.change("request_cancel", "x", {}, tenant="default", lifetimes=Lifetimes())
     with pytest.raises(InvalidTransition):
-        await backend.change("start", "x", {}, tenant="default", retention_seconds=60,
-                             output_ttl_seconds=60)
+        await backend.change("start", "x", {}, tenant="default", lifetimes=Lifetimes())
 
 
 async def test_an_unreachable_redis_is_backend_unavailable_everywhere() -> None:
@@ -96,8 +94,7 @@ async def test_an_unreachable_redis_is_backend_unavailable_everywhere() -> None:
         with pytest.raises(BackendUnavailable):
             await backend.read("default", "a")
         with pytest.raises(BackendUnavailable):
-            await backend.change("create", "x", {}, tenant="default", retention_seconds=60,
-                                 output_ttl_seconds=60)
+            await backend.change("create", "x", {}, tenant="default", lifetimes=Lifetimes())
         assert not await backend.ping()
 
 

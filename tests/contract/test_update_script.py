@@ -92,7 +92,7 @@ def test_a_whole_successful_life(worker: SyncWorker, r: redis.Redis) -> None:
 def test_terminal_states_are_final(worker: SyncWorker, end: str) -> None:
     worker.create("t")
     worker.start("t")
-    {"complete": lambda: worker.complete("t", file_url="u"),
+    {"complete": lambda: worker.complete("t", file_url="https://files.example/out"),
      "fail": lambda: worker.fail("t", "conversion.failed", "bad input"),
      "cancel": lambda: worker.cancel("t")}[end]()
     for attempt in (lambda: worker.progress("t", 99), lambda: worker.start("t"),
@@ -149,7 +149,7 @@ def test_unknown_fields_are_refused(worker: SyncWorker, r: redis.Redis) -> None:
     for op, payload in [("progress", {"percnt": 5}), ("complete", {"output": {"url": "x"}}),
                         ("create", {"conversion": {"format": "x"}})]:
         call = changes.call(op, "u" if op != "create" else "u2", payload, tenant="default",
-                            retention_seconds=60, output_ttl_seconds=60)
+                            lifetimes=changes.Lifetimes())
         reply = script(keys=call.keys, args=call.args)
         assert reply[0] == 0 and reply[1] == b"invalid_argument", (op, reply)
     assert stored(r, "u")["version"] == 2
@@ -228,8 +228,8 @@ def test_the_publish_command_is_passed_in(worker: SyncWorker, r: redis.Redis) ->
     plain.subscribe(keys.job_channel("default", "s"))
     assert sharded.get_sharded_message(timeout=2)["type"] == "ssubscribe"
     assert plain.get_message(timeout=2)["type"] == "subscribe"
-    call = script.call("create", "s", {}, tenant="default", retention_seconds=60,
-                       output_ttl_seconds=60, publish="SPUBLISH")
+    call = script.call("create", "s", {}, tenant="default", lifetimes=script.Lifetimes(),
+                       publish="SPUBLISH")
     assert run(keys=call.keys, args=call.args)[0] == 1
     message = sharded.get_sharded_message(timeout=2)
     assert message["type"] == "smessage" and b" status 1 queued " in message["data"]
@@ -239,8 +239,8 @@ def test_the_publish_command_is_passed_in(worker: SyncWorker, r: redis.Redis) ->
     assert sharded.get_sharded_message(timeout=0.2) is None
     sharded.close()
     plain.close()
-    bad = script.call("progress", "s", {"percent": 5}, tenant="default", retention_seconds=60,
-                      output_ttl_seconds=60, publish="EVAL")
+    bad = script.call("progress", "s", {"percent": 5}, tenant="default",
+                      lifetimes=script.Lifetimes(), publish="EVAL")
     reply = run(keys=bad.keys, args=bad.args)
     assert reply[:2] == [0, b"invalid_argument"] and stored(r, "s")["version"] == 2
     # Workers in other languages that pass eight ARGV still publish with PUBLISH.

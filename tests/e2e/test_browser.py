@@ -96,7 +96,7 @@ def test_event_source_on_many_jobs_resumes_after_a_gateway_restart(
         start_gateway(port=first.port, GATEWAY_RETRY_MS="300")
         wait_for(page, "window.log.filter(e => e.job === 'b2' && e.status === 'canceled')"
                        ".length === 1")
-        worker.complete("b1", file_url="u")
+        worker.complete("b1", file_url="https://files.example/out")
         wait_for(page, "window.log.some(e => e.job === 'b1' && e.status === 'completed')")
         log = page.evaluate("window.log")
     events = [e for e in log if e["event"] != "error"]

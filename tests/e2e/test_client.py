@@ -56,7 +56,7 @@ async def test_wait_returns_the_final_snapshot(gateway, worker: SyncWorker) -> N
     def work() -> None:
         time.sleep(0.3)
         worker.start("w1")
-        worker.complete("w1", file_url="u")
+        worker.complete("w1", file_url="https://files.example/out")
 
     threading.Thread(target=work).start()
     async with AsyncClient(gateway.url) as client:
@@ -111,7 +111,7 @@ def test_the_sync_client(gateway, worker: SyncWorker) -> None:
         assert client.get("s1").status == "running"
         with pytest.raises(WaitTimeout):
             client.wait("s1", timeout=0.5)
-        threading.Timer(0.3, lambda: worker.complete("s1", file_url="u")).start()
+        threading.Timer(0.3, lambda: worker.complete("s1", file_url="https://files.example/out")).start()
         assert client.wait("s1", timeout=10).status == "completed"
         with pytest.raises(NotFound):
             client.wait("nobody", timeout=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -164,6 +165,35 @@ def test_create_job_rejects_bad_bodies(gateway, body: bytes, code: str) -> None:
     assert response.json()["error"] == code
 
 
+@pytest.mark.parametrize(("body", "code"), [
+    (b'{"conversion": ' + b"{\"a\": " * 1000 + b"1" + b"}" * 1000 + b"}",
+     "request.invalid_parameter"),
+    (b"[" * 20_000 + b"]" * 20_000, "request.invalid_parameter"),  # under the body limit
+    (b'{"conversion": {"source_size_bytes": 1e999}}', "request.invalid_parameter"),
+    (b'{"conversion": {"source_size_bytes": NaN}}', "request.invalid_parameter"),
+    (b'{"conversion": {"original_filename": "' + b"n" * 2000 + b'"}}',
+     "request.invalid_parameter"),
+    (b'{"conversion": {"original_filename": "caf\xe9.doc"}}', "request.invalid_parameter"),
+])
+def test_hostile_bodies_are_400_and_bump_nothing(gateway, r: redis.Redis, body: bytes,
+                                                 code: str) -> None:
+    seq = r.get("gw:{default}:seq")
+    response = httpx.post(f"{gateway.url}/v1/jobs", content=body,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == code
+    assert r.get("gw:{default}:seq") == seq
+
+
+def test_a_body_over_the_limit_is_413(gateway, r: redis.Redis) -> None:
+    body = b'{"conversion": {"original_filename": "' + b"n" * 2_000_000 + b'"}}'
+    response = httpx.post(f"{gateway.url}/v1/jobs", content=body,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"] == "request.too_large"
+    assert r.get("gw:{default}:seq") is None
+
+
 def test_health_and_readiness(gateway) -> None:
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{gateway.url}/readyz").status_code == 200
@@ -236,3 +266,26 @@ def test_a_redis_database_other_than_0(start_gateway, redis_server: EmbeddedRedi
         assert "event: snapshot" in next(stream.iter_text())
     assert redis.Redis.from_url(url).exists("gw:{default}:job:db3") == 1
     assert redis.Redis.from_url(redis_server.url).exists("gw:{default}:job:db3") == 0
+
+
+def test_a_stored_record_that_is_not_utf8_is_still_served(gateway, worker, r: redis.Redis) -> None:
+    """Written before the script refused it, or by hand: never a 500, never invalid JSON."""
+    worker.create("latin")
+    worker.start("latin")
+    worker.complete("latin", file_url="https://files.example/x")
+    key = "gw:{default}:job:latin"
+    snapshot = r.hget(key, "snapshot").replace(b'"output":{', b'"output":{"note":"caf\xe9",')
+    r.hset(key, mapping={"snapshot": snapshot, "output_expires": "1"})  # output expired too
+    one = httpx.get(f"{gateway.url}/v1/jobs/latin")
+    assert one.status_code == 200 and one.json()["output"] is None
+    assert one.json()["job_id"] == "latin"
+    listed = httpx.get(f"{gateway.url}/v1/jobs")
+    assert listed.status_code == 200 and listed.json()["jobs"][0]["job_id"] == "latin"
+    r.hset(key, mapping={"output_expires": ""})
+    page = httpx.get(f"{gateway.url}/v1/jobs?job_id=latin")
+    assert json.loads(page.content.decode("utf-8"))["jobs"][0]["output"]["note"] == "caf\ufffd"
+    with httpx.stream("GET", f"{gateway.url}/v1/jobs/latin", timeout=10,
+                      headers={"Accept": "text/event-stream"}) as stream:
+        assert stream.status_code == 200
+        text = stream.read().decode("utf-8")
+    assert "caf\ufffd" in text

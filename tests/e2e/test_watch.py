@@ -24,7 +24,7 @@ def test_watch_exits_0_when_all_complete(gateway, redis_url: str) -> None:
         for job_id in ("a", "b"):
             worker.start(job_id, phase="Rendering")
             worker.progress(job_id, 50)
-            worker.complete(job_id, file_url="u", file_name=f"{job_id}.pdf")
+            worker.complete(job_id, file_url="https://files.example/out", file_name=f"{job_id}.pdf")
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "a completed: a.pdf" in out and "b completed: b.pdf" in out
@@ -37,7 +37,7 @@ def test_watch_exits_1_when_one_fails_and_prints_json(gateway, redis_url: str) -
         process = _watch(gateway.url, "c", "d", "--json")
         time.sleep(1.0)
         worker.start("c")
-        worker.complete("c", file_url="u", file_name="c.pdf")
+        worker.complete("c", file_url="https://files.example/out", file_name="c.pdf")
         worker.fail("d", "encoder.crashed", "exit 1")
         out, err = process.communicate(timeout=30)
     assert process.returncode == 1, err

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.backend.base import Listener
 from gateway.contract.record import Record, Status
-from gateway.contract.script import Change
+from gateway.contract.script import Change, Lifetimes
 from gateway.errors import BackendUnavailable
 
 
@@ -104,7 +104,7 @@ class ScriptedBackend:
         return not self.unavailable
 
     async def change(self, op: str, job_id: str, payload: dict[str, Any], *, tenant: str,
-                     retention_seconds: int, output_ttl_seconds: int) -> Change:
+                     lifetimes: Lifetimes) -> Change:
         raise NotImplementedError("the fan-out never writes")
 
     @asynccontextmanager

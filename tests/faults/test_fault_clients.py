@@ -37,7 +37,8 @@ async def test_a_stopped_client_is_dropped_and_recovers(
     gateway = start_gateway(GATEWAY_SEND_TIMEOUT_SECONDS="2", GATEWAY_HEARTBEAT_SECONDS="1")
     out = tmp_path / "follower.txt"
     with SyncWorker.from_url(redis_url) as worker:
-        worker.create("big")
+        # Snapshots of ~3.5 KiB: the longest file name and 30 long metric names.
+        worker.create("big", conversion={"original_filename": "f" * 1000})
         worker.start("big")
         follower = subprocess.Popen(
             [sys.executable, str(HERE / "follower.py"), gateway.url, "big", str(out)],
@@ -48,14 +49,16 @@ async def test_a_stopped_client_is_dropped_and_recovers(
                     await anyio.sleep(0.05)
             follower.send_signal(signal.SIGSTOP)
             other = Observer(gateway.url, "/v1/jobs/big", jobs={"big"})
-            phase = "p" * 4000  # 10,000 events of ~4 KiB: far more than socket buffers
+            names = [f"{'m' * 60}{i:02d}" for i in range(30)]  # 10,000 events of ~3.5 KiB:
+            # far more than socket buffers
             before = rss_bytes(gateway.process.pid)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(other.run, 100)
 
                 def publish() -> None:
                     for n in range(10_000):
-                        worker.progress("big", n / 101, phase=f"{phase}{n}")
+                        worker.progress("big", n / 101, phase=f"p{n}",
+                                        metrics=dict.fromkeys(names, n))
                     worker.complete("big", file_url="https://files.example/big")
 
                 await anyio.to_thread.run_sync(publish)

@@ -105,7 +105,7 @@ async def test_metrics_report_streams_events_and_fanout(
             assert 'gateway_open_streams{kind="job"} 1.0' in text
             assert "gateway_pubsub_channels 1.0" in text
             worker.progress("met", 50)
-            worker.complete("met", file_url="u")
+            worker.complete("met", file_url="https://files.example/out")
     text = httpx.get(f"{gateway.url}/metrics").text
     assert metric(gateway.url, "gateway_events_sent_total") >= 2
     assert metric(gateway.url, "gateway_bytes_sent_total") > 500
