@@ -57,6 +57,9 @@ class Backend(Protocol):
     async def active(self, tenant: str) -> list[str]:
         """The tenant's jobs that have not ended, oldest change first."""
 
+    async def forget(self, tenant: str, job_ids: Sequence[str]) -> None:
+        """Take jobs whose records are gone out of the tenant's index and active set."""
+
     async def ping(self) -> bool:
         """Whether Redis answers requests now."""
 

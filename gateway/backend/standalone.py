@@ -50,6 +50,7 @@ class StandaloneBackend:
         )
         self._client = redis.asyncio.Redis.from_pool(pool)
         self._script = self._client.register_script(script.SCRIPT)
+        self._forget = self._client.register_script(script.FORGET_SCRIPT)
         self._reads = Reads(url, timeout=timeout)
         self._subscriber = Subscriber(url, connect_timeout=subscribe_timeout,
                                       probe_seconds=probe_seconds, publish=self._publish)
@@ -106,6 +107,16 @@ class StandaloneBackend:
     async def active(self, tenant: str) -> list[str]:
         rows = await self._reads.request("ZRANGE", keys.active_key(tenant), "0", "-1")
         return [job_id.decode() for job_id in rows]
+
+    async def forget(self, tenant: str, job_ids: Sequence[str]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    await self._forget(keys=keys.forget_keys(tenant, job_id), args=[job_id],
+                                       client=pipe)
+                await pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise BackendUnavailable(str(exc)) from exc
 
     async def ping(self) -> bool:
         try:

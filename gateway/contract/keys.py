@@ -76,6 +76,11 @@ def expiry_key(tenant: str) -> str:
     return f"{_prefix(tenant)}expiry"
 
 
+def forget_keys(tenant: str, job_id: str) -> list[str]:
+    """The KEYS of ``forget.lua``."""
+    return [job_key(tenant, job_id), index_key(tenant), active_key(tenant), expiry_key(tenant)]
+
+
 def script_keys(tenant: str, job_id: str) -> list[str]:
     """The KEYS of the update script, in the order ``update.lua`` reads them."""
     return [job_key(tenant, job_id), index_key(tenant), seq_key(tenant), epoch_key(tenant),

@@ -16,6 +16,8 @@ from gateway.contract import keys
 from gateway.errors import REFUSALS, ChangeRefused, InvalidUpdate
 
 SCRIPT = resources.files("gateway.contract").joinpath("update.lua").read_text(encoding="utf-8")
+FORGET_SCRIPT = resources.files("gateway.contract").joinpath("forget.lua").read_text(
+    encoding="utf-8")
 
 Snapshot = dict[str, Any]
 

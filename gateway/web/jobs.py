@@ -21,6 +21,8 @@ from gateway.web.types import Reply
 
 STATUSES = frozenset(status.value for status in Status)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+# The most index entries one page reads, looking for jobs that match (and live).
+SCAN_ENTRIES = 10_000
 
 
 async def _page(request: Request, backend: Backend, tenant: str, job_ids: list[str]) -> Response:
@@ -37,22 +39,31 @@ async def _page(request: Request, backend: Backend, tenant: str, job_ids: list[s
         found = sorted((r for r in records.values() if r is not None), key=lambda r: -r.seq)
         bodies = [r.body() for r in found if status is None or r.status == status]
     else:
-        # A status filter may skip many entries: read a bounded number of index pages.
-        for _ in range(20):
-            entries = await backend.newest_first(tenant, below=cursor, count=limit * 2)
+        # A status filter, or jobs whose records expired, may skip many entries: read the
+        # index in batches until the page is full, up to SCAN_ENTRIES of them; the dead
+        # entries met on the way are taken out of the index.
+        batch, scanned, dead = max(limit * 2, 100), 0, []
+        while scanned < SCAN_ENTRIES:
+            entries = await backend.newest_first(tenant, below=cursor, count=batch)
+            scanned += len(entries)
             records = await backend.read_many(tenant, [job_id for job_id, _ in entries])
             for job_id, seq in entries:
                 cursor = seq
                 record = records[job_id]
-                if record is None or (status is not None and record.status != status):
+                if record is None:
+                    dead.append(job_id)
+                    continue
+                if status is not None and record.status != status:
                     continue
                 bodies.append(record.body())
                 if len(bodies) == limit:
                     break
-            if len(bodies) == limit or len(entries) < limit * 2:
+            if len(bodies) == limit or len(entries) < batch:
                 break
         more = bool(await backend.newest_first(tenant, below=cursor, count=1))
         next_cursor = cursor if more else None
+        if dead:
+            await backend.forget(tenant, dead)
     body = b'{"jobs":[' + b",".join(bodies) + b'],"next_cursor":'
     body += (b'"%d"' % next_cursor if next_cursor is not None else b"null") + b"}"
     return Response(body, media_type="application/json",

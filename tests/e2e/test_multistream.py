@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import anyio
 import httpx
@@ -214,3 +215,24 @@ def test_the_json_page(gateway, worker: SyncWorker) -> None:
             response = client.get("/v1/jobs", params=bad)
             assert response.status_code == 400, bad
             assert response.json()["error"] == "request.invalid_parameter"
+
+
+def test_the_json_page_skips_and_forgets_jobs_whose_records_expired(
+    gateway, redis_url: str, r: redis.Redis
+) -> None:
+    """Issue 10, item 11: 500 expired jobs changed after a live one hid it from the list."""
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("live")
+    with SyncWorker.from_url(redis_url, retention_seconds=1) as short:
+        pipe_jobs = [f"gone{n}" for n in range(500)]
+        for job_id in pipe_jobs:
+            short.create(job_id)
+            short.cancel(job_id)
+    deadline = time.monotonic() + 10
+    while r.exists(keys.job_key("default", "gone499")):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    page = httpx.get(f"{gateway.url}/v1/jobs?limit=10").json()
+    assert [job["job_id"] for job in page["jobs"]] == ["live"]
+    assert page["next_cursor"] is None
+    assert r.zrange(keys.index_key("default"), 0, -1) == [b"live"]

@@ -100,6 +100,10 @@ class ScriptedBackend:
         return [j for j, r in sorted(self.records.items(), key=lambda p: p[1].seq)
                 if not r.terminal]
 
+    async def forget(self, tenant: str, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self.index.pop(job_id, None)
+
     async def ping(self) -> bool:
         return not self.unavailable
 
