@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker_call(args: argparse.Namespace) -> int:
     from gateway.worker import SyncWorker
 
-    url = os.environ.get("REDIS_URL")
+    url = Settings.from_env().redis_url  # checked as the gateway checks it
     if not url:
         print("gateway job: set REDIS_URL (`gateway serve` prints it)", file=sys.stderr)
         return 2

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from redis.asyncio.connection import parse_url
+
 from gateway.contract.script import Lifetimes
 
 T = TypeVar("T")
@@ -114,7 +116,8 @@ class _Reader:
         try:
             return parse(raw.strip())
         except ValueError as exc:
-            raise SettingsError(f"{name}={raw!r}: {exc}") from None
+            shown = raw if name != "REDIS_URL" else _redacted(raw)
+            raise SettingsError(f"{name}={shown!r}: {exc}") from None
 
 
 def _text(raw: str) -> str:
@@ -155,7 +158,31 @@ def _redis_url(raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    try:
+        database = redis_database(raw)
+    except ValueError as exc:
+        raise ValueError(f"cannot be read: {exc}") from None
+    if database != 0:
+        raise ValueError(
+            f"selects database {database}: Redis pub/sub ignores the database, so the "
+            "streams of two databases would mix; the gateway and its workers use database "
+            "0 (a separate Redis, or a tenant each, keeps deployments apart)")
     return raw
+
+
+def redis_database(url: str) -> int:
+    """The database a Redis URL selects, as redis-py reads it (``/03`` is 3)."""
+    return int(parse_url(url).get("db") or 0)
+
+
+def _redacted(url: str) -> str:
+    """A URL without its password, fit for an error message (however malformed it is)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    credentials, _, host = rest.partition("@")
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user}:REDACTED@{host}"
 
 
 def _log_level(raw: str) -> str:

@@ -18,11 +18,20 @@ import redis.asyncio
 from gateway.contract import script
 from gateway.contract.keys import DEFAULT_TENANT
 from gateway.contract.script import _UNSET, Call, Lifetimes, Snapshot
+from gateway.settings import redis_database
 
 R = TypeVar("R")
 _Awaitable = Coroutine[Any, Any, Snapshot]
 
 _DEFAULTS = Lifetimes()
+
+
+def _database_0(url: str) -> None:
+    database = redis_database(url)
+    if database != 0:
+        raise ValueError(
+            f"the Redis URL selects database {database}: Redis pub/sub ignores the database, "
+            "so the gateway and its workers use database 0")
 
 
 class _Operations(Generic[R]):
@@ -134,6 +143,7 @@ class Worker(_Operations[_Awaitable]):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Worker:
+        _database_0(url)
         return cls(redis.asyncio.Redis.from_url(url), **options)
 
     async def _call(self, call: Call) -> Snapshot:
@@ -163,6 +173,7 @@ class SyncWorker(_Operations[Snapshot]):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SyncWorker:
+        _database_0(url)
         return cls(redis.Redis.from_url(url), **options)
 
     def _run(self, call: Call) -> Snapshot:

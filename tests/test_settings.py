@@ -20,10 +20,10 @@ def test_defaults() -> None:
 
 def test_values_are_read() -> None:
     settings = Settings.from_env({
-        "REDIS_URL": "redis://example:6380/2", "PORT": "9000",
+        "REDIS_URL": "redis://example:6380/0", "PORT": "9000",
         "GATEWAY_HEARTBEAT_SECONDS": "0.5", "GATEWAY_RETRY_MS": "1500",
     })
-    assert settings.redis_url == "redis://example:6380/2"
+    assert settings.redis_url == "redis://example:6380/0"
     assert settings.port == 9000
     assert settings.heartbeat_seconds == 0.5 and settings.retry_ms == 1500
     assert Settings.from_env({"PORT": "9000", "GATEWAY_PORT": "9100"}).port == 9100
@@ -44,6 +44,25 @@ def test_values_are_read() -> None:
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/7", "redis://127.0.0.1/03",
+                                 "redis://127.0.0.1?db=2", "unix:///tmp/r.sock?db=1"])
+def test_a_database_other_than_0_is_refused(url: str) -> None:
+    """Issue 10, item 8: pub/sub ignores the database, so a gateway on /7 streamed the jobs
+    of /8 and ended its streams on /8's changes. Every database but 0 is refused."""
+    with pytest.raises(SettingsError, match=r"REDIS_URL=.*database [0-9]+.*pub/sub"):
+        Settings.from_env({"REDIS_URL": url})
+    assert Settings.from_env({"REDIS_URL": "redis://127.0.0.1:6379/00"}).redis_url
+
+
+def test_a_bad_url_is_named_without_its_password() -> None:
+    """Issue 10, item 17: the message named the variable and echoed its secret."""
+    for url in ("http://user:hunter2@example", "redis://user:hunter2@example/5",
+                "redis://:hunter2@example:notaport"):
+        with pytest.raises(SettingsError, match="REDIS_URL") as refused:
+            Settings.from_env({"REDIS_URL": url})
+        assert "hunter2" not in str(refused.value)
 
 
 def test_the_command_stops_on_a_bad_value() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import httpx
@@ -252,20 +255,19 @@ def test_requests_beyond_the_redis_pool_wait_for_a_connection(start_gateway, wor
     assert codes == [200] * 200
 
 
-def test_a_redis_database_other_than_0(start_gateway, redis_server: EmbeddedRedis) -> None:
-    """``REDIS_URL=redis://host:port/03``: reads, streams and writes all use database 3
-    (read as redis-py reads it: the leading zero is no problem)."""
+def test_a_redis_database_other_than_0_is_refused(redis_server: EmbeddedRedis) -> None:
+    """Pub/sub ignores the database: the gateway, its worker library and `gateway job`
+    stop with a message instead of mixing the streams of two databases."""
     url = f"{redis_server.url.rstrip('/').rsplit('/', 1)[0]}/03"
-    gateway = start_gateway(url)
-    with SyncWorker.from_url(url) as worker:
-        worker.create("db3")
-    assert httpx.get(f"{gateway.url}/v1/jobs/db3").json()["version"] == 1
-    with httpx.stream("GET", f"{gateway.url}/v1/jobs/db3",
-                      headers={"Accept": "text/event-stream"}, timeout=10) as stream:
-        assert stream.status_code == 200
-        assert "event: snapshot" in next(stream.iter_text())
-    assert redis.Redis.from_url(url).exists("gw:{default}:job:db3") == 1
-    assert redis.Redis.from_url(redis_server.url).exists("gw:{default}:job:db3") == 0
+    for argv in (["serve"], ["job", "create", "db3"]):
+        done = subprocess.run([sys.executable, "-m", "gateway", *argv], capture_output=True,
+                              text=True, timeout=30, env={**os.environ, "REDIS_URL": url})
+        assert done.returncode == 2, done.stderr
+        assert "REDIS_URL" in done.stderr and "database 3" in done.stderr
+        assert "Traceback" not in done.stderr
+    with pytest.raises(ValueError, match="database 3"):
+        SyncWorker.from_url(url)
+    assert redis.Redis.from_url(url).dbsize() == 0  # nothing was written anywhere
 
 
 def test_a_stored_record_that_is_not_utf8_is_still_served(gateway, worker, r: redis.Redis) -> None:
