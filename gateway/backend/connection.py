@@ -88,8 +88,13 @@ class RedisConnection(asyncio.Protocol):
             password, username = options.get("password"), options.get("username")
             if password:
                 await protocol.request("AUTH", *((username, password) if username else (password,)))
-            # A name makes each process's connections easy to find in CLIENT LIST.
-            await protocol.request("CLIENT", "SETNAME", name or f"gateway-hub-{os.getpid()}")
+            # A name makes each process's connections easy to find in CLIENT LIST; a user
+            # that may not name its connections (a least-privilege ACL) goes without.
+            try:
+                await protocol.request("CLIENT", "SETNAME",
+                                       name or f"gateway-hub-{os.getpid()}")
+            except Refused:
+                pass
             database = int(options.get("db") or 0)
             if database:
                 await protocol.request("SELECT", str(database))

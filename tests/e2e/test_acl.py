@@ -1,0 +1,65 @@
+"""The least-privilege ACL the README documents is enough (issue 10, item 9).
+
+The two ACL lines are read from the README itself, so the documentation and what is
+tested cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from httpx_sse import connect_sse
+
+from gateway.worker import SyncWorker
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def documented_acl() -> dict[str, list[str]]:
+    lines = re.findall(r"^ACL SETUSER (\w+) (.+)$", README.read_text(), re.M)
+    assert {user for user, _ in lines} == {"gateway", "worker"}, lines
+    return {user: rules.replace(">change-me", ">pw-" + user).split() for user, rules in lines}
+
+
+@pytest.fixture
+def acl_users(r: redis.Redis) -> dict[str, str]:
+    users = documented_acl()
+    for user, rules in users.items():
+        r.execute_command("ACL", "SETUSER", user, "reset", *rules)
+    yield {user: f"pw-{user}" for user in users}
+    for user in users:
+        r.execute_command("ACL", "DELUSER", user)
+
+
+def test_a_gateway_and_a_worker_work_under_the_documented_acl(
+    redis_url: str, r: redis.Redis, start_gateway, acl_users: dict[str, str]
+) -> None:
+    def url(user: str) -> str:
+        return redis_url.replace("redis://", f"redis://{user}:{acl_users[user]}@")
+
+    gateway = start_gateway(url("gateway"), GATEWAY_PROBE_SECONDS="0.2")
+    with SyncWorker.from_url(url("worker")) as worker, httpx.Client(
+            base_url=gateway.url, timeout=10) as client:
+        created = client.post("/v1/jobs", json={"job_id": "acl"})
+        assert created.status_code == 201, created.text
+        with connect_sse(client, "GET", "/v1/jobs/acl") as source:
+            events = source.iter_sse()
+            assert next(events).event == "snapshot"
+            worker.start("acl")
+            worker.progress("acl", 50, phase="half")
+            worker.complete("acl", file_url="https://files.example/acl.pdf")
+            seen = [next(events).event for _ in range(3)]
+        assert seen == ["status", "progress", "status"]
+        assert client.get("/v1/jobs").json()["jobs"][0]["status"] == "completed"
+        assert client.get("/v1/jobs/acl/download").status_code == 307
+        assert client.delete("/v1/jobs/acl").status_code == 204
+        time.sleep(0.5)  # the probe has published and been heard a few times
+        assert client.get("/readyz").status_code == 200
+    assert "NOPERM" not in gateway.output() and "refused" not in gateway.output()
+    # Without CLIENT SETNAME the gateway's connections just go unnamed.
+    assert not [c for c in r.client_list() if c["user"] == "gateway" and c["name"]]
