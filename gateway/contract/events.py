@@ -18,6 +18,11 @@ from gateway.contract.record import TERMINAL, Record, Status, status_of
 
 # DESIGN.md section 3: `<epoch>-<seq>`, epoch of 6-16 characters [a-z0-9].
 _EVENT_ID = re.compile(r"([a-z0-9]{6,16})-([0-9]{1,19})")
+# A channel message's header line, as update.lua writes it: event id, event, version,
+# status, publish time (microseconds), job id.
+_HEADER = re.compile(
+    r"([a-z0-9]{6,16})-([0-9]{1,18}) (status|progress|deleted) ([0-9]{1,18}) "
+    r"(queued|running|completed|failed|canceled) ([0-9]{1,18}) ([A-Za-z0-9_-]{1,128})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +84,15 @@ class Message:
         <status> <publish_us> <job_id>``, a newline, then the event's data line.
         """
         header, sep, data = payload.partition(b"\n")
-        if not sep or not data.startswith(b"{") or b"\n" in data:
+        # Every field is checked, so that nothing a stranger publishes on a gateway channel
+        # reaches a client or raises further on: one JSON line of data (no line break of
+        # any kind), and a header of exactly update.lua's shape.
+        if not sep or not data.startswith(b"{") or b"\n" in data or b"\r" in data:
             raise ValueError("not a gateway message")
-        event_id, event, version, status, published_us, job_id = header.decode().split(" ")
-        epoch, dash, seq = event_id.partition("-")
-        if not dash:
+        match = _HEADER.fullmatch(header.decode("latin-1"))
+        if match is None:
             raise ValueError("not a gateway message")
+        epoch, seq, event, version, status, published_us, job_id = match.groups()
         if event == "deleted":
             return cls.deleted(epoch, int(seq), job_id, int(version))
         return cls(

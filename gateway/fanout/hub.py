@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 
 from gateway.backend.base import Backend
+from gateway.contract import keys
 from gateway.contract.events import Message
 from gateway.errors import BackendUnavailable
 from gateway.fanout import resync
@@ -41,9 +42,12 @@ class Channel:
     """One watched channel: its watchers, the streams waiting for its subscription, and
     the position of its last message (what a resync of a tenant channel starts from)."""
 
-    __slots__ = ("last", "ready", "watchers")
+    __slots__ = ("job_id", "last", "ready", "watchers")
 
-    def __init__(self) -> None:
+    def __init__(self, name: bytes) -> None:
+        # The job of a job channel: a message about another job on it is not ours.
+        parsed = keys.parse_job_channel(name.decode())
+        self.job_id = parsed[1] if parsed is not None else None
         self.watchers: set[Watcher] = set()
         # One future per stream waiting for the SUBSCRIBE confirmation (a shared one would
         # be cancelled for all when one waiter is), made only when someone waits, and
@@ -128,7 +132,7 @@ class Hub:
         for name in names:
             channel = self._channels.get(name)
             if channel is None:
-                channel = self._channels[name] = Channel()
+                channel = self._channels[name] = Channel(name)
                 new.append(name)
             channel.watchers.add(watcher)
         self._watchers.add(watcher)
@@ -182,6 +186,8 @@ class Hub:
             if len(payload) > MAX_MESSAGE_BYTES:
                 raise ValueError("oversize")
             message = Message.parse(payload)
+            if watched.job_id is not None and message.job_id != watched.job_id:
+                raise ValueError("another job's message")
         except ValueError:
             self._bad_message(channel, payload)
             return

@@ -33,6 +33,15 @@ def test_a_published_message_becomes_one_frame() -> None:
     b"k3x9q2-17 progress three running 0 a1\n{}",
     b"k3x9q2-17 progress 3 dancing 0 a1\n{}",
     b"k3x9q2-17 progress 3 running 0\n{}",
+    b"k3x9q2-17 progress 3 running " + b"9" * 400 + b" a1\n{}",
+    b"k3x9q2-" + b"9" * 400 + b" progress 3 running 0 a1\n{}",
+    b"k3x9q2-17 progress 3 running 0 a1\n{}\revent: deleted",
+    b"k3x9q2-17 progress 3 running 0 a/1\n{}",
+    b"K3X9Q2-17 progress 3 running 0 a1\n{}",
+    b"k3x9q2-17 snapshot 3 running 0 a1\n{}",
+    b"k3x9q2-17 progress 3 running 0 a1 extra\n{}",
+    b"k3x9q2-17  progress 3 running 0 a1\n{}",
+    "k3x9q2-17 progress \u0663 running 0 a1\n{}".encode(),  # a digit, but not ASCII
 ])
 def test_anything_else_is_refused(payload: bytes) -> None:
     with pytest.raises(ValueError):

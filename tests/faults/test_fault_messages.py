@@ -111,3 +111,47 @@ async def test_metrics_report_streams_events_and_fanout(
     assert metric(gateway.url, "gateway_bytes_sent_total") > 500
     assert metric(gateway.url, "gateway_fanout_latency_seconds_count") >= 2
     assert 'gateway_open_streams{kind="job"} 0.0' in text
+
+
+async def test_hostile_headers_and_data_are_dropped_and_never_break_the_connection(
+    gateway, redis_url: str, r: redis.Redis
+) -> None:
+    """Issue 10, item 12: a 400-digit publish time raised OverflowError in the reader and
+    dropped the pub/sub connection of every stream; a raw CR in data reached clients as a
+    forged `event:` line."""
+    channel = keys.job_channel("default", "evil")
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("evil")
+        worker.start("evil")
+        reconnects = metric(gateway.url, "gateway_redis_reconnects")
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            async with client.stream("GET", "/v1/jobs/evil",
+                                     headers={"Accept": "text/event-stream"}) as stream:
+                lines = stream.aiter_lines()
+                while not (await anext(lines)).startswith("data: "):  # the snapshot
+                    pass
+                epoch = r.get(keys.epoch_key("default")).decode()
+                header = f"{epoch}-99 progress 9 running"
+                hostile = [
+                    f"{header} {'9' * 400} evil\n{{}}".encode(),  # the publish time
+                    f"{epoch}-{'9' * 400} progress 9 running 0 evil\n{{}}".encode(),
+                    f"{header} 0 evil\n{{\"a\":1}}\revent: deleted\rdata: {{}}".encode(),
+                    f"{header} 0 ev/il\n{{}}".encode(),  # not a job id
+                    f"{header} 0 other\n{{}}".encode(),  # another job on this job's channel
+                    f"{epoch}-99 tampered 9 running 0 evil\n{{}}".encode(),
+                    f"{epoch}-99 progress 9 running 0 evil extra\n{{}}".encode(),
+                    f"{epoch.upper()}-99 progress 9 running 0 evil\n{{}}".encode(),
+                ]
+                for payload in hostile:
+                    r.publish(channel, payload)
+                worker.progress("evil", 50)
+                seen = []
+                with anyio.fail_after(10):
+                    async for line in lines:
+                        seen.append(line)
+                        if '"percent":50.0' in line:
+                            break
+        # The worker's change, and nothing else: no forged event, no gap.
+        assert [s for s in seen if s.startswith("event:")] == ["event: progress"], seen
+    assert metric(gateway.url, "gateway_bad_messages") == len(hostile)
+    assert metric(gateway.url, "gateway_redis_reconnects") == reconnects
