@@ -83,9 +83,19 @@ class Record:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    def output_expired(self, now: float) -> bool:
+        return self.output_expires is not None and now >= self.output_expires
+
+    def etag(self, now: float) -> str:
+        """The entity tag of the snapshot as served at ``now``: it changes whenever the
+        body does. The version alone does not: it starts again for a job deleted and
+        created anew, and the body changes without a version when the output expires."""
+        expired = "-x" if self.output_expired(now) else ""
+        return f'"{self.epoch}-{self.seq}{expired}"'
+
     def body(self, now: float | None = None) -> bytes:
         """The snapshot as served: ``output`` reads null once it expired (DESIGN.md s. 1)."""
-        if self.output_expires is not None and (now or time.time()) >= self.output_expires:
+        if self.output_expired(time.time() if now is None else now):
             try:
                 document = json.loads(self.snapshot)
             except ValueError:  # not JSON at all (written by hand): served as it is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import anyio
 from starlette.requests import Request
@@ -25,17 +26,17 @@ from gateway.web.types import Reply
 POLL_INTERVAL_SECONDS = 2
 
 
-def _etag_matches(header: str, version: int) -> bool:
-    wanted = f'"{version}"'
+def _etag_matches(header: str, etag: str) -> bool:
+    """Weak comparison (RFC 9110 section 13.1.2), as If-None-Match asks."""
     for tag in header.split(","):
         tag = tag.strip()
-        if tag == "*" or tag.removeprefix("W/") == wanted:
+        if tag == "*" or tag.removeprefix("W/") == etag:
             return True
     return False
 
 
-def _snapshot_headers(record: Record) -> dict[str, str]:
-    headers = {"ETag": f'"{record.version}"', "Vary": "Accept", "Cache-Control": "no-cache"}
+def _snapshot_headers(record: Record, etag: str) -> dict[str, str]:
+    headers = {"ETag": etag, "Vary": "Accept", "Cache-Control": "no-cache"}
     if not record.terminal:
         headers["Retry-After"] = str(POLL_INTERVAL_SECONDS)
     return headers
@@ -68,12 +69,14 @@ class JobEndpoint:
             record = await services.backend.read(tenant, job_id)
         if record is None:
             raise problems.not_found(job_id)
-        headers = _snapshot_headers(record)
+        now = time.time()
+        etag = record.etag(now)
+        headers = _snapshot_headers(record, etag)
         if wait is not None:
             headers["Preference-Applied"] = f"wait={wait}"
-        if if_none_match and _etag_matches(if_none_match, record.version):
+        if if_none_match and _etag_matches(if_none_match, etag):
             return Response(status_code=304, headers=headers)
-        return Response(record.body(), media_type="application/json", headers=headers)
+        return Response(record.body(now), media_type="application/json", headers=headers)
 
     async def _long_poll(self, context: Context, job_id: str, if_none_match: str,
                          wait: int) -> Record | None:
@@ -93,7 +96,7 @@ class JobEndpoint:
         async with self.services.hub.watch([keys.job_channel(tenant, job_id)], watcher,
                                            "longpoll"):
             record = await backend.read(tenant, job_id)
-            if record is None or not _etag_matches(if_none_match, record.version) or (
+            if record is None or not _etag_matches(if_none_match, record.etag(time.time())) or (
                     record.terminal):
                 return record
             watcher.mark_sent(Message.from_record(record, "progress"))

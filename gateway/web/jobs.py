@@ -115,5 +115,5 @@ class JobsEndpoint:
         return JSONResponse(
             change.data,
             status_code=201,
-            headers={"Location": f"/v1/jobs/{job_id}", "ETag": f'"{change.data["version"]}"'},
+            headers={"Location": f"/v1/jobs/{job_id}", "ETag": f'"{change.event_id}"'},
         )

@@ -80,10 +80,11 @@ def test_download(redis_url: str, start_gateway) -> None:
 
 def test_long_poll_returns_when_the_version_moves(gateway, worker: SyncWorker) -> None:
     worker.create("lp")
+    etag = httpx.get(f"{gateway.url}/v1/jobs/lp").headers["etag"]
     threading.Timer(0.5, lambda: worker.start("lp")).start()
     started = time.monotonic()
     response = httpx.get(f"{gateway.url}/v1/jobs/lp", timeout=20,
-                         headers={"If-None-Match": '"1"', "Prefer": "wait=10"})
+                         headers={"If-None-Match": etag, "Prefer": "wait=10"})
     elapsed = time.monotonic() - started
     assert response.status_code == 200 and response.json()["version"] == 2
     assert response.headers["preference-applied"] == "wait=10"
@@ -92,9 +93,10 @@ def test_long_poll_returns_when_the_version_moves(gateway, worker: SyncWorker) -
 
 def test_long_poll_times_out_with_304(gateway, worker: SyncWorker) -> None:
     worker.create("lq")
+    etag = httpx.get(f"{gateway.url}/v1/jobs/lq").headers["etag"]
     started = time.monotonic()
     response = httpx.get(f"{gateway.url}/v1/jobs/lq", timeout=20,
-                         headers={"If-None-Match": '"1"', "Prefer": "wait=1"})
+                         headers={"If-None-Match": etag, "Prefer": "wait=1"})
     assert response.status_code == 304
     assert time.monotonic() - started >= 0.9
     # Without a matching ETag there is nothing to wait for; 600 is capped at 60.

@@ -30,7 +30,8 @@ def test_snapshot_with_etag_vary_and_retry_after(gateway, worker: SyncWorker) ->
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == created
-    assert response.headers["etag"] == '"1"'
+    # The position of the job's last change: it changes whenever the body does.
+    assert re.fullmatch(r'"[a-z0-9]{6,16}-1"', response.headers["etag"])
     assert response.headers["vary"] == "Accept"
     assert response.headers["retry-after"] == "2"
 
@@ -38,14 +39,39 @@ def test_snapshot_with_etag_vary_and_retry_after(gateway, worker: SyncWorker) ->
 def test_if_none_match_gives_304_until_the_version_moves(gateway, worker: SyncWorker) -> None:
     worker.create("j2")
     url = f"{gateway.url}/v1/jobs/j2"
-    for tag in ('"1"', 'W/"1"', '"7", "1"', "*"):
+    etag = httpx.get(url).headers["etag"]
+    for tag in (etag, f"W/{etag}", f'"7", {etag}', "*"):
         response = httpx.get(url, headers={"If-None-Match": tag})
         assert response.status_code == 304, tag
         assert response.content == b""
-        assert response.headers["etag"] == '"1"'
+        assert response.headers["etag"] == etag
     worker.start("j2")
-    response = httpx.get(url, headers={"If-None-Match": '"1"'})
+    response = httpx.get(url, headers={"If-None-Match": etag})
     assert response.status_code == 200 and response.json()["version"] == 2
+
+
+def test_the_etag_changes_whenever_the_body_does(gateway, redis_url: str) -> None:
+    """Issue 10, item 13: the bare version came back after a delete and create of the
+    same id, and stayed when the output expired: 304 for a different document."""
+    url = f"{gateway.url}/v1/jobs/e"
+    with SyncWorker.from_url(redis_url, output_ttl_seconds=1) as worker:
+        worker.create("e")
+        first = httpx.get(url)
+        worker.cancel("e")
+        worker.delete("e")
+        worker.create("e")  # version 1 again: another document
+        again = httpx.get(url, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 200 and again.headers["etag"] != first.headers["etag"]
+        worker.start("e")
+        worker.complete("e", file_url="https://files.example/e.pdf")
+        done = httpx.get(url)
+        assert done.json()["output"]["file_url"] == "https://files.example/e.pdf"
+        time.sleep(1.2)  # the output expires: the body reads output: null now
+        expired = httpx.get(url, headers={"If-None-Match": done.headers["etag"]})
+        assert expired.status_code == 200 and expired.json()["output"] is None
+        assert expired.headers["etag"] != done.headers["etag"]
+        assert httpx.get(url, headers={"If-None-Match": expired.headers["etag"]}
+                         ).status_code == 304
 
 
 def test_terminal_snapshot_has_no_retry_after(gateway, worker: SyncWorker) -> None:
@@ -140,7 +166,8 @@ def test_create_job(gateway) -> None:
     assert response.headers["location"] == "/v1/jobs/made-1"
     snapshot = response.json()
     assert snapshot["status"] == "queued" and snapshot["conversion"] == body["conversion"]
-    assert httpx.get(f"{gateway.url}/v1/jobs/made-1").json() == snapshot
+    fetched = httpx.get(f"{gateway.url}/v1/jobs/made-1")
+    assert fetched.json() == snapshot and fetched.headers["etag"] == response.headers["etag"]
     again = httpx.post(f"{gateway.url}/v1/jobs", json=body)
     assert again.status_code == 409 and again.json()["error"] == "jobs.already_exists"
 
