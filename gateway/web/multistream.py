@@ -44,7 +44,10 @@ async def jobs_stream(
             epoch = position[0] if position is not None else None
             if position is not None and not job_ids:
                 services.hub.opened(channels[0].encode(), position)
-            resume = last_event_id is not None and last_event_id.epoch == epoch
+            # A position past the tenant's last change is no position in its history.
+            resume = (last_event_id is not None and position is not None
+                      and last_event_id.epoch == position[0]
+                      and last_event_id.seq <= position[1])
             changed_at: dict[str, int] = {}
             if resume:
                 assert last_event_id is not None

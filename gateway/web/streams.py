@@ -33,12 +33,13 @@ def opening_event(record: Record, last: EventId | None) -> str | None:
 
     DESIGN.md section 3: an id from another epoch, or none, gets a fresh ``snapshot``; an id
     of this epoch that is behind gets the current snapshot as ``status`` when the status
-    moved since then and as ``progress`` otherwise; an id at or past the job's last change
-    gets nothing until the next change.
+    moved since then and as ``progress`` otherwise; an id at the job's last change gets
+    nothing until the next change. An id past it cannot be a position in this job's
+    history (a future id, another job's): it is foreign, and gets a fresh ``snapshot``.
     """
-    if last is None or last.epoch != record.epoch:
+    if last is None or last.epoch != record.epoch or last.seq > record.seq:
         return "snapshot"
-    if last.seq >= record.seq:
+    if last.seq == record.seq:
         return None
     return "status" if last.seq < record.status_seq else "progress"
 

@@ -195,6 +195,36 @@ async def test_other_epoch_gets_a_fresh_snapshot_even_past_the_end(
     assert response.status_code == 200 and [e.event for e in events] == ["snapshot"]
 
 
+async def test_an_id_from_past_this_jobs_history_gets_a_fresh_snapshot(
+    gateway, worker: SyncWorker, r: redis.Redis
+) -> None:
+    """Issue 10, item 14: a future id, or another job's later one, cannot be a position in
+    this job's history: the client gets the snapshot (and so sees the end), not a 204
+    that stops EventSource before it ever saw the job end."""
+    worker.create("r7")
+    worker.cancel("r7")  # the end, at seq 2
+    worker.create("other")  # seq 3: another job's id
+    for last_id in (f"{_epoch(r)}-999999999", f"{_epoch(r)}-3"):
+        response, events = read_events(f"{gateway.url}/v1/jobs/r7", {"Last-Event-ID": last_id})
+        assert response.status_code == 200, last_id
+        assert [e.event for e in events] == ["snapshot"]
+        assert json.loads(events[0].data)["status"] == "canceled"
+    # At the end itself: 204, as before.
+    response, _ = read_events(f"{gateway.url}/v1/jobs/r7", {"Last-Event-ID": f"{_epoch(r)}-2"})
+    assert response.status_code == 204
+
+
+async def test_a_future_id_on_a_tenant_stream_opens_it_afresh(
+    gateway, worker: SyncWorker, r: redis.Redis
+) -> None:
+    worker.create("t1")
+    worker.create("t2")
+    response, events = read_events(f"{gateway.url}/v1/jobs",
+                                   {"Last-Event-ID": f"{_epoch(r)}-999999999"}, limit=2)
+    assert response.status_code == 200
+    assert sorted(json.loads(e.data)["job_id"] for e in events) == ["t1", "t2"]
+
+
 async def test_last_event_id_query_parameter_and_header_precedence(
     gateway, worker: SyncWorker, r: redis.Redis
 ) -> None:
