@@ -47,6 +47,7 @@ class Settings:
     # none of them reuses a connection the gateway is closing.
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 64 * 1024  # a request's body (POST /v1/jobs): 413 past it
+    allow_http_downloads: bool = False  # download redirects to http:// URLs (not only https)
     header_timeout_seconds: float = 10.0
     keepalive_seconds: int = 75
 
@@ -89,6 +90,9 @@ class Settings:
             log_level=read("GATEWAY_LOG_LEVEL", _log_level, cls.log_level),
             max_header_bytes=read("GATEWAY_MAX_HEADER_BYTES", _positive_int, cls.max_header_bytes),
             max_body_bytes=read("GATEWAY_MAX_BODY_BYTES", _positive_int, cls.max_body_bytes),
+            allow_http_downloads=read(
+                "GATEWAY_ALLOW_HTTP_DOWNLOADS", _boolean, cls.allow_http_downloads
+            ),
             header_timeout_seconds=read(
                 "GATEWAY_HEADER_TIMEOUT_SECONDS", _positive, cls.header_timeout_seconds
             ),
@@ -142,6 +146,15 @@ def _positive_int(raw: str) -> int:
     if value <= 0:
         raise ValueError("must be a whole number greater than 0")
     return value
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
 
 
 def _port(raw: str) -> int:

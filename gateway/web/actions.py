@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -68,8 +69,22 @@ class Actions:
         if record.output_expires is not None and time.time() >= record.output_expires:
             raise problems.ApiError(410, "jobs.expired", f"the output of job {job_id!r} expired")
         output = json.loads(record.snapshot).get("output") or {}
-        if not output.get("file_url"):
+        url = output.get("file_url")
+        if not url:
             raise problems.ApiError(409, "jobs.not_ready",
                                     f"the worker gave no file_url for job {job_id!r}")
-        return RedirectResponse(output["file_url"], status_code=307,
-                                headers={"Cache-Control": "no-store"})
+        if not self._redirectable(url):
+            raise problems.ApiError(409, "jobs.not_ready",
+                                    f"the output of job {job_id!r} has no https URL to go to")
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+    def _redirectable(self, url: str) -> bool:
+        """An absolute https URL (http too when GATEWAY_ALLOW_HTTP_DOWNLOADS is set): the
+        update script checks it at completion, and this again, for records written before
+        it did or by hand: a redirect is never to javascript:, data:, file: or another
+        scheme, nor scheme-relative."""
+        parts = urlsplit(url)
+        schemes = ("https", "http") if self.services.settings.allow_http_downloads else (
+            "https",)
+        return (parts.scheme.lower() in schemes and bool(parts.hostname)
+                and not any(c.isspace() or ord(c) < 32 for c in url))

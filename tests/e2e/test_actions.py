@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+import redis
 
 from gateway.worker import SyncWorker
 
@@ -104,3 +105,34 @@ def test_long_poll_times_out_with_304(gateway, worker: SyncWorker) -> None:
                          headers={"If-None-Match": '"0"', "Prefer": "wait=600"})
     assert response.status_code == 200
     assert response.headers["preference-applied"] == "wait=60"
+
+
+@pytest.mark.parametrize("allow_http", [False, True])
+def test_download_redirects_only_to_absolute_https_urls(
+    start_gateway, redis_url: str, r: redis.Redis, allow_http: bool
+) -> None:
+    """Issue 10, item 15: checked when a worker completes the job (the update script), and
+    again here, for records written before or by hand."""
+    env = {"GATEWAY_ALLOW_HTTP_DOWNLOADS": "true"} if allow_http else {}
+    gateway = start_gateway(**env)
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("dl")
+        worker.start("dl")
+        worker.complete("dl", file_url="https://files.example/dl.pdf")
+    key = "gw:{default}:job:dl"
+    original = r.hget(key, "snapshot")
+    for url, allowed in [
+        ("https://files.example/dl.pdf", True), ("HTTPS://files.example/x", True),
+        ("http://files.example/dl.pdf", allow_http), ("javascript:alert(1)", False),
+        ("data:text/html,hi", False), ("file:///etc/passwd", False),
+        ("//evil.example/x", False), ("/relative", False), ("https:///nohost", False),
+    ]:
+        r.hset(key, "snapshot", original.replace(b"https://files.example/dl.pdf",
+                                                 url.encode()))
+        response = httpx.get(f"{gateway.url}/v1/jobs/dl/download")
+        if allowed:
+            assert response.status_code == 307 and response.headers["location"] == url, url
+        else:
+            assert response.status_code == 409, url
+            assert response.json()["error"] == "jobs.not_ready"
+            assert "location" not in response.headers
