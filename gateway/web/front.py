@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,6 +34,11 @@ from gateway.web.context import Context
 log = logging.getLogger("gateway.front")
 
 AccessLog = Callable[[Context, Scope], None]
+
+
+def _keeping_encoded_slashes(raw_path: bytes) -> str:
+    return "/".join(unquote(part).replace("/", "%2F")
+                    for part in raw_path.decode("latin-1").split("/"))
 
 
 class Front:
@@ -56,8 +62,13 @@ class Front:
             return
         context = Context(scope)
         try:
+            raw = scope.get("raw_path")
+            # An encoded slash (%2F) is part of a path segment, not a separator: routes are
+            # matched on a path that keeps it, so /v1/jobs/x%2Fcancel is no cancel of x.
+            matched = scope if raw is None or (b"%2f" not in raw and b"%2F" not in raw) else {
+                **scope, "path": _keeping_encoded_slashes(raw)}
             for route in self.routes:
-                match, child = route.matches(scope)
+                match, child = route.matches(matched)
                 if match is not Match.NONE:
                     break
             else:

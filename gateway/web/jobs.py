@@ -27,8 +27,8 @@ SCAN_ENTRIES = 10_000
 
 async def _page(request: Request, backend: Backend, tenant: str, job_ids: list[str]) -> Response:
     """Newest change first; ``cursor`` is the seq to continue below (exclusive)."""
-    status = request.query_params.get("status")
-    if status is not None and status not in STATUSES:
+    statuses = set(request.query_params.getlist("status")) or None
+    if statuses is not None and not statuses <= STATUSES:
         raise problems.invalid_parameter(f"status must be one of {', '.join(sorted(STATUSES))}")
     limit = params.whole_number(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     cursor = params.whole_number(request, "cursor", 2**63 - 1, 0, 2**63 - 1)
@@ -37,7 +37,7 @@ async def _page(request: Request, backend: Backend, tenant: str, job_ids: list[s
     if job_ids:
         records = await backend.read_many(tenant, job_ids)
         found = sorted((r for r in records.values() if r is not None), key=lambda r: -r.seq)
-        bodies = [r.body() for r in found if status is None or r.status == status]
+        bodies = [r.body() for r in found if statuses is None or r.status in statuses]
     else:
         # A status filter, or jobs whose records expired, may skip many entries: read the
         # index in batches until the page is full, up to SCAN_ENTRIES of them; the dead
@@ -53,7 +53,7 @@ async def _page(request: Request, backend: Backend, tenant: str, job_ids: list[s
                 if record is None:
                     dead.append(job_id)
                     continue
-                if status is not None and record.status != status:
+                if statuses is not None and record.status not in statuses:
                     continue
                 bodies.append(record.body())
                 if len(bodies) == limit:

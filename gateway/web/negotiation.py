@@ -8,6 +8,7 @@ both means nothing acceptable (406).
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from functools import lru_cache
 
@@ -42,9 +43,11 @@ def _ranges(accept: str) -> list[tuple[str, str, float]]:
             name, _, value = param.strip().partition("=")
             if name.strip().lower() == "q":
                 try:
-                    q = min(max(float(value.strip()), 0.0), 1.0)
+                    q = float(value.strip())
                 except ValueError:
                     q = 0.0
+                # nan and inf are no q-values: such a range accepts nothing.
+                q = min(max(q, 0.0), 1.0) if math.isfinite(q) else 0.0
         ranges.append((kind, sub, q))
     return ranges
 

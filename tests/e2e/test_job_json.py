@@ -318,3 +318,32 @@ def test_a_stored_record_that_is_not_utf8_is_still_served(gateway, worker, r: re
         assert stream.status_code == 200
         text = stream.read().decode("utf-8")
     assert "caf\ufffd" in text
+
+
+def test_http_edges(gateway, worker: SyncWorker) -> None:
+    """Issue 10, item 16."""
+    worker.create("edge")
+    worker.create("edge2")
+    worker.start("edge2")
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        # A trailing slash: no redirect built from the Host header, just 404.
+        for path in ("/v1/jobs/", "/healthz/", "/v1/jobs/edge/"):
+            response = client.get(path, headers={"Host": "evil.example"})
+            assert response.status_code == 404, path
+            assert response.json()["error"] == "request.not_found"
+            assert "location" not in response.headers
+        # An encoded slash is part of a segment, not a separator: no cancel of "edge".
+        response = client.post("/v1/jobs/edge%2Fcancel")
+        assert response.status_code == 405
+        assert client.get("/v1/jobs/edge").json()["status"] == "queued"
+        response = client.get("/v1/jobs/edge%2Fdownload")
+        assert response.status_code == 400
+        assert response.json()["error"] == "request.invalid_job_id"
+        # A q-value that is not a number accepts nothing.
+        for accept in ("text/event-stream;q=nan", "text/event-stream;q=inf"):
+            response = client.get("/v1/jobs/edge", headers={"Accept": accept})
+            assert response.status_code == 406, accept
+        # ?status= repeated: every one of them.
+        page = client.get("/v1/jobs?status=queued&status=running").json()
+        assert sorted(job["job_id"] for job in page["jobs"]) == ["edge", "edge2"]
+        assert client.get("/v1/jobs?status=running&status=bogus").status_code == 400

@@ -18,6 +18,8 @@ JSON, STREAM = Representation.JSON, Representation.STREAM
     ("application/json;q=0, text/event-stream;q=0.1", STREAM),
     ("text/html", None), ("application/json;q=0", None), ("image/png, text/plain", None),
     ("text/event-stream;q=oops", None),  # an unreadable q is 0
+    ("text/event-stream;q=nan", None), ("text/event-stream;q=inf", None),
+    ("application/json;q=nan, text/event-stream", STREAM),
     ("nonsense", None),
 ])
 def test_negotiate(accept: str | None, expected: Representation | None) -> None:
