@@ -48,6 +48,9 @@ class Backend(Protocol):
     async def position(self, tenant: str) -> tuple[str, int] | None:
         """(epoch, seq) of the tenant's last change (None before its first change)."""
 
+    async def index_seqs(self, tenant: str, job_ids: Sequence[str]) -> dict[str, int | None]:
+        """The seq of each job's last change in the tenant index (None: not in it)."""
+
     async def changed_since(self, tenant: str, seq: int) -> list[tuple[str, int]]:
         """(job id, seq of its last change) of every job changed after ``seq``, oldest first."""
 

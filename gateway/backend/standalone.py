@@ -93,6 +93,13 @@ class StandaloneBackend:
             return None
         return epoch.decode(), int(seq or 0)
 
+    async def index_seqs(self, tenant: str, job_ids: Sequence[str]) -> dict[str, int | None]:
+        if not job_ids:
+            return {}
+        scores = await self._reads.request("ZMSCORE", keys.index_key(tenant), *job_ids)
+        return {job_id: int(float(score)) if score is not None else None
+                for job_id, score in zip(job_ids, scores, strict=True)}
+
     async def changed_since(self, tenant: str, seq: int) -> list[tuple[str, int]]:
         rows = await self._reads.request(
             "ZRANGE", keys.index_key(tenant), f"({seq}", "+inf", "BYSCORE", "WITHSCORES")

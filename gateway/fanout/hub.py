@@ -42,7 +42,7 @@ class Channel:
     """One watched channel: its watchers, the streams waiting for its subscription, and
     the position of its last message (what a resync of a tenant channel starts from)."""
 
-    __slots__ = ("job_id", "last", "ready", "watchers")
+    __slots__ = ("job_id", "last", "lost_at", "ready", "resync_owed", "watchers")
 
     def __init__(self, name: bytes) -> None:
         # The job of a job channel: a message about another job on it is not ours.
@@ -54,6 +54,10 @@ class Channel:
         # removed by its waiter whatever the outcome.
         self.ready: set[asyncio.Future[None]] = set()
         self.last: tuple[str, int] | None = None  # (epoch, seq)
+        # Where the channel stood when its connection was lost, kept until a resync of it
+        # completes: what came after it (dispatches included) cannot move that start.
+        self.resync_owed = False
+        self.lost_at: tuple[str, int] | None = None
 
 
 class Hub:
@@ -201,7 +205,13 @@ class Hub:
                     confirmed.set_result(None)
 
     def on_lost(self, channels: Collection[bytes]) -> None:
-        self._generation += 1  # a resync still running belongs to the lost connection
+        # A resync still running belongs to the lost connection: it stops at its next step.
+        self._generation += 1
+        for name in channels:
+            channel = self._channels.get(name)
+            if channel is not None and not channel.resync_owed:
+                # (An earlier loss whose resync did not finish keeps its own, earlier start.)
+                channel.resync_owed, channel.lost_at = True, channel.last
 
     def on_restored(self, channels: Collection[bytes]) -> None:
         """Re-read what the watchers of ``channels`` may have missed (DESIGN.md s. 5)."""
@@ -209,14 +219,24 @@ class Hub:
             self._tasks.start_soon(self._resync_until_done, list(channels), self._generation)
 
     async def _resync_until_done(self, channels: list[bytes], generation: int) -> None:
-        """Retry while the reads are not back yet (they died with the server too)."""
+        """Retry while the reads are not back yet (they died with the server too); stop
+        when the connection these channels were restored on is lost in turn."""
         delay = 0.05
-        while generation == self._generation:
+
+        def current() -> bool:
+            return generation == self._generation
+
+        while current():
             with anyio.move_on_after(self._subscribe_timeout * 2):
                 try:
-                    await resync.resync(self, [c for c in channels if c in self._channels])
+                    watched = [c for c in channels if c in self._channels]
+                    await resync.resync(self, watched, current)
+                    for name in watched:
+                        channel = self._channels.get(name)
+                        if channel is not None:
+                            channel.resync_owed = False
                     return
-                except BackendUnavailable:
+                except (BackendUnavailable, resync.Stale):
                     pass
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -258,6 +278,13 @@ class Hub:
         channel = self._channels.get(name)
         return channel.last if channel is not None else None
 
+    def resync_position(self, name: bytes) -> tuple[str, int] | None:
+        """Where a resync of channel ``name`` starts: where it stood when it was lost."""
+        channel = self._channels.get(name)
+        if channel is None:
+            return None
+        return channel.lost_at if channel.resync_owed else channel.last
+
     def _bad_message(self, name: bytes, payload: bytes) -> None:
         STATS.bad_messages += 1
         if name not in self._bad_channels:  # logged once per channel, then only counted
@@ -265,11 +292,14 @@ class Hub:
             log.warning("dropped a malformed message on %s (%d bytes)",
                         name.decode(errors="replace"), len(payload))
 
-    def finish_channel(self, name: bytes) -> None:
-        """End the streams of one channel (its job is gone)."""
+    def finish_channel(self, name: bytes, *, single_job_only: bool = False) -> None:
+        """End the streams of one channel (its job is gone); with ``single_job_only``,
+        the single-job streams (a multi-job stream keeps watching a job that is not there:
+        it shows up if it is created later)."""
         channel = self._channels.get(name)
         for watcher in list(channel.watchers if channel else ()):
-            watcher.finish()
+            if watcher.close_on_terminal or not single_job_only:
+                watcher.finish()
 
     def finish_all(self, last_frame: Callable[[], bytes]) -> None:
         """End every open stream after what is pending, with ``last_frame()`` last."""

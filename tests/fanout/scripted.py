@@ -86,6 +86,10 @@ class ScriptedBackend:
         epoch = self.epochs.get(tenant)
         return None if epoch is None else (epoch, max(self.index.values(), default=0))
 
+    async def index_seqs(self, tenant: str, job_ids: Sequence[str]) -> dict[str, int | None]:
+        self._read()
+        return {job_id: self.index.get(job_id) for job_id in job_ids}
+
     async def changed_since(self, tenant: str, seq: int) -> list[tuple[str, int]]:
         self._read()
         return sorted(((j, s) for j, s in self.index.items() if s > seq), key=lambda p: p[1])

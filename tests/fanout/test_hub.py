@@ -366,3 +366,65 @@ async def test_a_failing_stream_is_closed_and_the_others_still_get_the_message(
     assert [s.events() for s in sockets] == [[("progress", "epoch1-1")]] * 2
     assert faulty_task[0].cancelled()
     assert hub.watcher_count == 2
+
+
+async def test_a_live_message_before_the_resync_does_not_hide_what_the_outage_missed(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    """The resync starts where the channel stood when it was lost, whatever arrived after
+    the restoration (a review of issue 9 found the start moved past the outage)."""
+    backend.epochs["default"] = "epoch1"
+    backend.records["a"] = record("a", 1, seq=1, status="queued")
+    backend.index["a"] = 1
+    socket, _ = await stream(hub, backend, TENANT)
+    backend.publish(TENANT, payload("a", 1, seq=1, status="queued", event="status"))
+    backend.lose()
+    del backend.records["a"]  # ended and deleted while the connection was down (seq 2)
+    backend.index["a"] = 2
+    backend.records["b"] = record("b", 1, seq=3, status="queued")  # created meanwhile
+    backend.index["b"] = 3
+    backend.restore(TENANT)
+    backend.records["c"] = record("c", 1, seq=4, status="queued")
+    backend.index["c"] = 4
+    backend.publish(TENANT, payload("c", 1, seq=4, status="queued", event="status"))  # live
+    await settle()
+    assert socket.events() == [("status", "epoch1-1"), ("status", "epoch1-4"),
+                               ("deleted", "epoch1-2"), ("status", "epoch1-3")]
+
+
+async def test_a_resync_of_a_connection_lost_again_dispatches_nothing_more(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    backend.epochs["default"] = "epoch1"
+    socket, _ = await stream(hub, backend, TENANT)
+    backend.publish(TENANT, payload("a", 1, seq=1, status="queued", event="status"))
+    backend.lose()
+    backend.records["b"] = record("b", 1, seq=2, status="queued")
+    backend.index["b"] = 2
+    backend.restore(TENANT)
+    backend.lose()  # before the resync ran
+    await settle()
+    assert socket.events() == [("status", "epoch1-1")]
+    backend.restore(TENANT)  # the next restoration starts from the same place
+    await settle()
+    assert socket.events() == [("status", "epoch1-1"), ("status", "epoch1-2")]
+
+
+async def test_a_multi_job_stream_keeps_watching_a_named_job_that_is_not_there(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    """DESIGN.md section 3: named jobs that do not exist stay watched, outages included."""
+    ghost = keys.job_channel("default", "ghost").encode()
+    backend.epochs["default"] = "epoch1"
+    backend.records["a"] = record("a", 1, seq=1)
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    backend.subscribed_now.update({JOB, ghost})
+    await open_watch(hub, [JOB.decode(), ghost.decode()], watcher)
+    watcher.release()
+    backend.lose()
+    backend.restore(JOB, ghost)
+    await settle()
+    assert not watcher.closed
+    backend.publish(ghost, payload("ghost", 1, seq=2, status="queued", event="status"))
+    assert ("status", "epoch1-2") in socket.events()
