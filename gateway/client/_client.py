@@ -388,7 +388,9 @@ class Client:
                         event = follow.accept(sse)
                         if event is not None:
                             yield event
-                        if follow.done:
+                        if follow.done or left() <= 0:
+                            # The deadline counts however the stream goes: a heartbeat
+                            # keeps each read short, never the wait.
                             return
                 raise _Retry()
             except _Retry as retry:

@@ -116,3 +116,49 @@ def test_the_sync_client(gateway, worker: SyncWorker) -> None:
         with pytest.raises(NotFound):
             client.wait("nobody", timeout=5)
         assert [job.version for job in client.follow("s1")] == [3]
+
+
+def test_the_sync_wait_times_out_while_heartbeats_flow(start_gateway, worker: SyncWorker) -> None:
+    """Issue 10, item 19: each heartbeat restarted the read timeout and the deadline was
+    never looked at, so wait(timeout=...) never raised while the stream stayed alive."""
+    gateway = start_gateway(GATEWAY_HEARTBEAT_SECONDS="0.2")
+    worker.create("hb")
+    worker.start("hb")  # and it never ends
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        with Client(gateway.url) as client:
+            try:
+                client.wait("hb", timeout=1)
+            except BaseException as exc:  # handed to the test thread
+                outcome.append(exc)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    thread.join(20)  # a bound for the test only: the wait itself is one second
+    assert not thread.is_alive(), "wait(timeout=1) still blocked after 20 s of heartbeats"
+    assert len(outcome) == 1 and isinstance(outcome[0], WaitTimeout)
+
+
+async def test_follow_many_resumes_and_replays_what_it_missed(
+    start_gateway, worker: SyncWorker
+) -> None:
+    """A resume, not a refetch: a tenant-wide stream opened afresh shows only the jobs not
+    ended, so a job that ended while the gateway was down reaches the client only when it
+    resumes with Last-Event-ID."""
+    first = start_gateway()
+    worker.create("m1")
+    worker.start("m1")
+    events: list[tuple[str, str | None]] = []
+    async with AsyncClient(first.url, max_backoff=0.5) as client:
+        with anyio.fail_after(30):
+            async with aclosing(client.follow_many()) as stream:
+                async for event in stream:
+                    events.append((event.event, event.job and event.job.status))
+                    if events == [("snapshot", "running")]:
+                        assert first.terminate() == 0
+                        worker.complete("m1", file_url="https://files.example/m1")
+                        await anyio.to_thread.run_sync(lambda: start_gateway(port=first.port))
+                    if event.job is not None and event.job.status == "completed":
+                        break
+    assert events == [("snapshot", "running"), ("snapshot", "completed")]
