@@ -2,7 +2,9 @@
 
 One progress bar per job with its phase; a line when a job ends, with the output file
 name or the error. Exit status: 0 when every watched job completed, 1 when any failed or
-was canceled, 2 when a job does not exist or the gateway cannot be used.
+was canceled, 2 when a job does not exist or the gateway cannot be reached, 130 when
+interrupted (Ctrl-C) before the named jobs ended. With ``--all`` (which runs until
+Ctrl-C) it is 0, or 1 when any job it saw end failed or was canceled.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 import json
 import sys
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
@@ -57,6 +60,13 @@ def watch(url: str, job_ids: list[str] | None, *, as_json: bool) -> int:
     view = _View(progress)
     wanted = set(job_ids or [])
     try:
+        # The client retries a broken stream for ever (a gateway restart is a pause);
+        # a gateway that cannot be reached at all is an error at once.
+        httpx.get(f"{url.rstrip('/')}/healthz", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        print(f"gateway watch: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
+        return 2
+    try:
         with Client(url) as client:
             if progress is not None:
                 progress.start()
@@ -80,5 +90,6 @@ def watch(url: str, job_ids: list[str] | None, *, as_json: bool) -> int:
         print(f"gateway watch: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        pass
+        if wanted and not wanted <= view.ended.keys():
+            return 130
     return 0 if all(status == "completed" for status in view.ended.values()) else 1

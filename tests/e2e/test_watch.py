@@ -1,12 +1,21 @@
-"""``gateway watch`` as a subprocess against a live gateway (issue 3)."""
+"""``gateway watch`` as a subprocess against a live gateway (issue 3).
+
+Each test waits for the watch's stream to be open (the gateway's own gauge), never for a
+fixed time, and checks exactly what it shows.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
 import time
 
+import httpx
+
+from gateway.embedded import free_port
 from gateway.worker import SyncWorker
 
 
@@ -15,19 +24,35 @@ def _watch(url: str, *args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_watch_exits_0_when_all_complete(gateway, redis_url: str) -> None:
+def _until_streaming(url: str, kind: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        if f'gateway_open_streams{{kind="{kind}"}} 1.0' in text:
+            return
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the watch never opened its stream"
+        time.sleep(0.05)
+
+
+def test_watch_shows_bars_with_phases_and_exits_0_when_all_complete(
+    gateway, redis_url: str
+) -> None:
     with SyncWorker.from_url(redis_url) as worker:
         worker.create("a")
         worker.create("b")
         process = _watch(gateway.url, "a", "b")
-        time.sleep(1.0)
+        _until_streaming(gateway.url, "jobs", process)
         for job_id in ("a", "b"):
             worker.start(job_id, phase="Rendering")
-            worker.progress(job_id, 50)
+            worker.progress(job_id, 50, phase="Writing")
             worker.complete(job_id, file_url="https://files.example/out", file_name=f"{job_id}.pdf")
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
-    assert "a completed: a.pdf" in out and "b completed: b.pdf" in out
+    assert "✓ a completed: a.pdf" in out and "✓ b completed: b.pdf" in out
+    # The bars as they were left: each job's last phase, full, and its status.
+    for job_id in ("a", "b"):
+        assert re.search(rf"{job_id} · Writing .*100% completed", out), out
 
 
 def test_watch_exits_1_when_one_fails_and_prints_json(gateway, redis_url: str) -> None:
@@ -35,18 +60,56 @@ def test_watch_exits_1_when_one_fails_and_prints_json(gateway, redis_url: str) -
         worker.create("c")
         worker.create("d")
         process = _watch(gateway.url, "c", "d", "--json")
-        time.sleep(1.0)
+        _until_streaming(gateway.url, "jobs", process)
         worker.start("c")
         worker.complete("c", file_url="https://files.example/out", file_name="c.pdf")
         worker.fail("d", "encoder.crashed", "exit 1")
         out, err = process.communicate(timeout=30)
     assert process.returncode == 1, err
     lines = [json.loads(line) for line in out.splitlines()]
-    assert {(s["job_id"], s["status"]) for s in lines} >= {("c", "completed"), ("d", "failed")}
-    assert lines[-1]["status"] in ("completed", "failed")
+    assert [(s["job_id"], s["status"], s["version"]) for s in lines] == [
+        ("c", "queued", 1), ("d", "queued", 1), ("c", "running", 2), ("c", "completed", 3),
+        ("d", "failed", 2)]
+    assert lines[-1]["error"] == {"code": "encoder.crashed", "message": "exit 1"}
 
 
 def test_watch_of_an_unknown_job_exits_2(gateway) -> None:
     process = _watch(gateway.url, "nobody")
     _, err = process.communicate(timeout=30)
-    assert process.returncode == 2 and "nobody" in err
+    assert process.returncode == 2 and "no job nobody" in err
+
+
+def test_watch_of_a_gateway_that_cannot_be_reached_exits_2() -> None:
+    process = _watch(f"http://127.0.0.1:{free_port()}", "any")
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 2 and "cannot reach the gateway" in err
+
+
+def test_watch_resumes_across_a_gateway_restart(start_gateway, redis_url: str) -> None:
+    """A job that ends while the gateway is down shows up only on a resume: a stream of
+    the whole tenant opened afresh shows just the jobs not ended."""
+    first = start_gateway()
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("r")
+        process = _watch(first.url, "--all", "--json")
+        _until_streaming(first.url, "tenant", process)
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["status"] == "queued"
+        assert first.terminate() == 0
+        worker.start("r")
+        worker.complete("r", file_url="https://files.example/r", file_name="r.pdf")
+        start_gateway(port=first.port)
+        assert json.loads(process.stdout.readline())["status"] == "completed"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+
+
+def test_an_interrupted_watch_exits_130(gateway, redis_url: str) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("slow")
+        process = _watch(gateway.url, "slow")
+        _until_streaming(gateway.url, "jobs", process)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
