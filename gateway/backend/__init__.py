@@ -5,7 +5,8 @@ told (the Listener protocol); ``standalone`` is the one Redis server implementat
 a pipelined read connection (``reads``), one pub/sub connection (``subscriber``) and
 redis-py for the update script; ``connection`` is the RESP connection both build on.
 Whatever goes wrong reaches callers as BackendUnavailable (Redis unreachable, slow, or
-refusing) or a ChangeRefused (the update script said no), never a redis-py exception.
+refusing a command: out of memory, no permission) or a ChangeRefused (the update script
+said no), never a redis-py exception.
 """
 
 from gateway.backend.base import Backend, Listener

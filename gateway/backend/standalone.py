@@ -142,7 +142,10 @@ class StandaloneBackend:
         call = script.call(op, job_id, payload, tenant=tenant, lifetimes=lifetimes)
         try:
             reply = await self._script(keys=call.keys, args=call.args)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                redis.exceptions.ResponseError) as exc:
+            # ResponseError: Redis refused the call itself (OOM, NOPERM, a script error),
+            # not the change: the script's own refusals are replies, read by result().
             raise BackendUnavailable(str(exc)) from exc
         return script.result(call, reply)
 

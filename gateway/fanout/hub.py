@@ -205,7 +205,8 @@ class Hub:
                     confirmed.set_result(None)
 
     def on_lost(self, channels: Collection[bytes]) -> None:
-        # A resync still running belongs to the lost connection: it stops at its next step.
+        # A resync still running belongs to the lost connection: it stops at its next step
+        # (resync.Stale), and the next restoration starts from the positions noted here.
         self._generation += 1
         for name in channels:
             channel = self._channels.get(name)

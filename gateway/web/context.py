@@ -64,10 +64,12 @@ class Context:
         return negotiate(self._accept or None)
 
     def negotiated(self) -> Representation:
-        """What ``Accept`` asks for, on a resource served both ways; 406 if neither."""
+        """What ``Accept`` asks for, on a resource served both ways; 406 if neither. A
+        stream asked for is noted for the access log whatever becomes of the request."""
         representation = negotiate(self._accept or None)
         if representation is None:
             raise problems.not_acceptable()
+        self.stream = representation is Representation.STREAM
         return representation
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> Message:

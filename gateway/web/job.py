@@ -51,7 +51,6 @@ class JobEndpoint:
         job_id = params.job_id(request)
         services, tenant = self.services, context.tenant
         if representation is Representation.STREAM:
-            context.stream = True
             if request.method == "HEAD":
                 record = await services.backend.read(tenant, job_id)
                 if record is None:

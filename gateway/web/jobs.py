@@ -80,7 +80,6 @@ class JobsEndpoint:
         job_ids = params.job_ids(request, most=MAX_JOB_IDS)
         if representation is Representation.JSON:
             return await _page(request, services.backend, context.tenant, job_ids)
-        context.stream = True
         if request.method == "HEAD":
             # One Redis round trip: an outage is a 503, as for GET.
             await services.backend.epoch(context.tenant)

@@ -347,3 +347,14 @@ def test_http_edges(gateway, worker: SyncWorker) -> None:
         page = client.get("/v1/jobs?status=queued&status=running").json()
         assert sorted(job["job_id"] for job in page["jobs"]) == ["edge", "edge2"]
         assert client.get("/v1/jobs?status=running&status=bogus").status_code == 400
+
+
+def test_a_redis_that_refuses_a_write_is_503_not_500(gateway, r: redis.Redis) -> None:
+    r.config_set("maxmemory", "1")  # every write is refused: OOM
+    try:
+        response = httpx.post(f"{gateway.url}/v1/jobs", json={"job_id": "oom"})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "backend.unavailable"
+        assert "Traceback" not in gateway.output()
+    finally:
+        r.config_set("maxmemory", "0")

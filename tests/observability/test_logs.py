@@ -58,3 +58,15 @@ def test_access_log_lines(gateway, redis_url: str) -> None:
     assert (second["request_id"], second["status"], second["stream"]) == (generated, 200, True)
     assert (third["status"], third["stream"]) == (404, True)
     assert all(isinstance(entry["duration_ms"], float) for entry in lines)
+
+
+def test_a_refused_stream_request_is_logged_as_a_stream(gateway) -> None:
+    """The access line says a stream was asked for, whatever became of the request."""
+    for path in ("/v1/jobs/bad!id", "/v1/jobs?job_id=bad!"):
+        response = httpx.get(f"{gateway.url}{path}", headers={"Accept": "text/event-stream"})
+        assert response.status_code == 400
+    deadline = time.monotonic() + 5
+    while len(lines := _access_lines(gateway)) < 2:
+        assert time.monotonic() < deadline, gateway.output()
+        time.sleep(0.05)
+    assert [(line["status"], line["stream"]) for line in lines] == [(400, True), (400, True)]
