@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.embedded import EmbeddedRedis
     from gateway.observability import logs
+    from gateway.runtime import Server
     from gateway.server import protocol
 
     settings = Settings.from_env()
@@ -53,8 +54,8 @@ def _serve(args: argparse.Namespace) -> int:
             http=protocol(settings),
             timeout_keep_alive=settings.keepalive_seconds,
         )
-        # A stop by SIGTERM/SIGINT exits 0: gateway.runtime, under any server.
-        uvicorn.Server(config).run()
+        # A stop by SIGTERM/SIGINT exits 0 (gateway.runtime).
+        Server(config).run()
     return 0
 
 

@@ -1,7 +1,9 @@
 """The process around the app: garbage collector tuning and exit signals.
 
 Both are set up by the app's lifespan (gateway.app), so that they hold under any ASGI
-server: ``gateway serve``, plain ``uvicorn --factory``, ``--workers``.
+server: ``gateway serve``, plain ``uvicorn --factory``, ``--workers``. ``Server`` is the
+uvicorn server ``gateway serve`` runs, for the one moment the lifespan cannot cover: a
+signal that comes while the app is still starting.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import asyncio
 import gc
 import random
 import signal
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import uvicorn
 
 from gateway.contract import frames
 from gateway.fanout.hub import Hub
@@ -69,3 +73,21 @@ def streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Iterator[None]:
     finally:
         for signum, chained in previous.items():
             signal.signal(signum, chained)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, except that a stop by SIGTERM/SIGINT exits 0.
+
+    uvicorn records the signal that stopped it and raises it again once it is done, so
+    that the process dies of it; the app's handler (above) takes the record back, but a
+    signal that comes before the lifespan installed it (while Redis is slow to answer,
+    say) would still kill the process.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()  # a stop that went well exits 0
