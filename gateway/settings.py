@@ -48,6 +48,9 @@ class Settings:
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 64 * 1024  # a request's body (POST /v1/jobs): 413 past it
     allow_http_downloads: bool = False  # download redirects to http:// URLs (not only https)
+    # A tenant-wide stream that would open with more jobs than this (a resume from long
+    # ago, or that many jobs not ended) opens with a `reset` event instead.
+    stream_open_max_jobs: int = 1000
     header_timeout_seconds: float = 10.0
     keepalive_seconds: int = 75
 
@@ -90,6 +93,9 @@ class Settings:
             log_level=read("GATEWAY_LOG_LEVEL", _log_level, cls.log_level),
             max_header_bytes=read("GATEWAY_MAX_HEADER_BYTES", _positive_int, cls.max_header_bytes),
             max_body_bytes=read("GATEWAY_MAX_BODY_BYTES", _positive_int, cls.max_body_bytes),
+            stream_open_max_jobs=read(
+                "GATEWAY_STREAM_OPEN_MAX_JOBS", _positive_int, cls.stream_open_max_jobs
+            ),
             allow_http_downloads=read(
                 "GATEWAY_ALLOW_HTTP_DOWNLOADS", _boolean, cls.allow_http_downloads
             ),

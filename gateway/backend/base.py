@@ -57,6 +57,12 @@ class Backend(Protocol):
     async def newest_first(self, tenant: str, *, below: int, count: int) -> list[tuple[str, int]]:
         """(job id, seq) of the jobs whose last change is below ``below``, newest first."""
 
+    async def count_changed_since(self, tenant: str, seq: int) -> int:
+        """How many jobs changed after ``seq``."""
+
+    async def count_active(self, tenant: str) -> int:
+        """How many of the tenant's jobs have not ended."""
+
     async def active(self, tenant: str) -> list[str]:
         """The tenant's jobs that have not ended, oldest change first."""
 

@@ -111,6 +111,14 @@ class StandaloneBackend:
             "LIMIT", "0", str(count), "WITHSCORES")
         return _scored(rows)
 
+    async def count_changed_since(self, tenant: str, seq: int) -> int:
+        count: int = await self._reads.request("ZCOUNT", keys.index_key(tenant), f"({seq}", "+inf")
+        return count
+
+    async def count_active(self, tenant: str) -> int:
+        count: int = await self._reads.request("ZCARD", keys.active_key(tenant))
+        return count
+
     async def active(self, tenant: str) -> list[str]:
         rows = await self._reads.request("ZRANGE", keys.active_key(tenant), "0", "-1")
         return [job_id.decode() for job_id in rows]

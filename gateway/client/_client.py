@@ -98,8 +98,9 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
-    """One event of a stream: ``snapshot``, ``progress``, ``status``, ``deleted`` or
-    ``unknown`` (named jobs that do not exist: ``missing``)."""
+    """One event of a stream: ``snapshot``, ``progress``, ``status``, ``deleted``,
+    ``unknown`` (named jobs that do not exist: ``missing``) or ``reset`` (a tenant-wide
+    stream with too many jobs to send: reload the list, the stream goes on from here)."""
 
     event: str
     id: str | None
@@ -216,6 +217,11 @@ class _Follow:
         data = json.loads(sse.data)
         if sse.event == "unknown":
             return JobEvent("unknown", None, missing=list(data.get("job_ids", [])))
+        if sse.event == "reset":
+            # Too many jobs to send at once: the caller reloads the list (the JSON page);
+            # the stream goes on from here.
+            self.versions.clear()
+            return JobEvent("reset", sse.id)
         if sse.event == "deleted":
             self.versions.pop(data["job_id"], None)
             if self.single:

@@ -77,7 +77,10 @@ def watch(url: str, job_ids: list[str] | None, *, as_json: bool) -> int:
                         print(f"gateway watch: no job {', '.join(event.missing)}",
                               file=sys.stderr)
                         return 2
-                    if event.event == "deleted" and event.job_id:
+                    if event.event == "reset":
+                        print("gateway watch: too many jobs to show at once; showing the "
+                              "jobs that change from now on", file=sys.stderr)
+                    elif event.event == "deleted" and event.job_id:
                         view.ended.setdefault(event.job_id, "deleted")
                     elif event.job is not None:
                         view.show(event.job)

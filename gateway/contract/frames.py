@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from sse_starlette import ServerSentEvent
 from starlette.types import Message
+
+if TYPE_CHECKING:
+    from gateway.contract.events import EventId
 
 _SEP = "\n"  # ServerSentEvent's default is \r\n; every client reads both, \n is shorter
 
@@ -55,6 +59,14 @@ def unknown(job_ids: list[str]) -> bytes:
     """Named jobs that do not exist, reported once. No id: it is no position to resume from."""
     data = json.dumps({"job_ids": job_ids}, separators=(",", ":"))
     return ServerSentEvent(data, event="unknown", sep=_SEP).encode()
+
+
+def reset(position: EventId, *, jobs: int, limit: int) -> bytes:
+    """A stream that would have opened with more than ``limit`` jobs: reload the list (the
+    JSON page), then carry on from ``position``, where the stream is live from."""
+    data = json.dumps({"reason": "too_many_jobs", "jobs": jobs, "limit": limit},
+                      separators=(",", ":"))
+    return ServerSentEvent(data, event="reset", id=str(position), sep=_SEP).encode()
 
 
 def body(chunk: bytes, *, more: bool) -> Message:

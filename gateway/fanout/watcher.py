@@ -73,6 +73,14 @@ class Watcher(AsgiWriter):
         ordered = sorted(self._pending.values(), key=lambda m: m.seq)
         self._pending = {m.job_id: m for m in ordered}
 
+    def reset_to(self, position: tuple[str, int]) -> None:
+        """A multi-job stream that opens with a reset instead of snapshots: what it is sent
+        from now on comes after ``position``; what came before is in the list its client
+        reloads."""
+        self._epoch = position[0]
+        self._pending = {job_id: message for job_id, message in self._pending.items()
+                         if message.seq > position[1]}
+
     def release(self) -> None:
         """The stream task is done writing: from now on the hub writes, pending first."""
         self._busy = False

@@ -162,3 +162,17 @@ async def test_follow_many_resumes_and_replays_what_it_missed(
                     if event.job is not None and event.job.status == "completed":
                         break
     assert events == [("snapshot", "running"), ("snapshot", "completed")]
+
+
+async def test_follow_many_passes_a_reset_on(start_gateway, worker: SyncWorker) -> None:
+    gateway = start_gateway(GATEWAY_STREAM_OPEN_MAX_JOBS="2")
+    for n in range(3):
+        worker.create(f"z{n}")
+    async with AsyncClient(gateway.url) as client:
+        with anyio.fail_after(10):
+            async with aclosing(client.follow_many()) as stream:
+                first = await anext(stream)
+                worker.start("z1")
+                second = await anext(stream)
+    assert (first.event, first.job) == ("reset", None)
+    assert (second.event, second.job_id, second.job.status) == ("status", "z1", "running")

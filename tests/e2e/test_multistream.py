@@ -236,3 +236,47 @@ def test_the_json_page_skips_and_forgets_jobs_whose_records_expired(
     assert [job["job_id"] for job in page["jobs"]] == ["live"]
     assert page["next_cursor"] is None
     assert r.zrange(keys.index_key("default"), 0, -1) == [b"live"]
+
+
+async def test_a_stream_that_would_open_with_too_many_jobs_sends_a_reset(
+    start_gateway, redis_url: str, r: redis.Redis
+) -> None:
+    """Issue 10, item 18: `Last-Event-ID: <epoch>-0` made one request send the whole
+    tenant. Past GATEWAY_STREAM_OPEN_MAX_JOBS jobs, a stream opens with one `reset` event
+    (reload the list), at the current position, and goes on live from there."""
+    gateway = start_gateway(GATEWAY_STREAM_OPEN_MAX_JOBS="10")
+
+    async def first_two(headers: dict[str, str], then: str) -> list[ServerSentEvent]:
+        reader = Reader()
+        async with httpx.AsyncClient(timeout=10) as client, anyio.create_task_group() as tg:
+            tg.start_soon(reader.read, client, f"{gateway.url}/v1/jobs", headers)
+            await reader.until(1)
+            worker.start(then)
+            await reader.until(2)
+            tg.cancel_scope.cancel()
+        return reader.events
+
+    with SyncWorker.from_url(redis_url) as worker:
+        for n in range(30):
+            worker.create(f"many{n}")  # seq 1..30
+        epoch = r.get(keys.epoch_key("default")).decode()
+        # A resume from the start: 30 jobs changed since.
+        reset, live = await first_two({"Last-Event-ID": f"{epoch}-0"}, then="many3")
+        assert (reset.event, reset.id) == ("reset", f"{epoch}-30")
+        assert json.loads(reset.data) == {"reason": "too_many_jobs", "jobs": 30, "limit": 10}
+        assert (live.event, live.id, json.loads(live.data)["job_id"]) == (
+            "status", f"{epoch}-31", "many3")
+        # A fresh open: 30 jobs not ended.
+        reset, live = await first_two({}, then="many4")
+        assert (reset.event, reset.id) == ("reset", f"{epoch}-31")
+        assert json.loads(reset.data) == {"reason": "too_many_jobs", "jobs": 30, "limit": 10}
+        assert (live.event, live.id) == ("status", f"{epoch}-32")
+        # A resume with fewer changes than the limit is the usual one.
+        reader = Reader()
+        async with httpx.AsyncClient(timeout=10) as client, anyio.create_task_group() as tg:
+            tg.start_soon(reader.read, client, f"{gateway.url}/v1/jobs",
+                          {"Last-Event-ID": f"{epoch}-30"})
+            await reader.until(2)
+            tg.cancel_scope.cancel()
+        assert [(e.event, e.id) for e in reader.events] == [
+            ("snapshot", f"{epoch}-31"), ("snapshot", f"{epoch}-32")]

@@ -99,6 +99,12 @@ class ScriptedBackend:
         return sorted(((j, s) for j, s in self.index.items() if s < below),
                       key=lambda p: -p[1])[:count]
 
+    async def count_changed_since(self, tenant: str, seq: int) -> int:
+        return len(await self.changed_since(tenant, seq))
+
+    async def count_active(self, tenant: str) -> int:
+        return len(await self.active(tenant))
+
     async def active(self, tenant: str) -> list[str]:
         self._read()
         return [j for j, r in sorted(self.records.items(), key=lambda p: p[1].seq)
