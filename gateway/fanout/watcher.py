@@ -16,8 +16,16 @@ from starlette.types import Send
 
 from gateway.contract import frames
 from gateway.contract.events import Message
+from gateway.contract.record import Status
 from gateway.fanout.writer import AsgiWriter
 from gateway.observability.metrics import STATS
+
+# Ended jobs a stream that stays open remembers, most recent first (see Watcher._ended).
+MAX_ENDED = 10_000
+
+# What a stream remembers of each job it sent: the seq of that change and the job's
+# status then. Not the message: a tenant-wide stream sees every job of its tenant.
+Sent = tuple[int, Status | None]
 
 
 class Watcher(AsgiWriter):
@@ -35,9 +43,11 @@ class Watcher(AsgiWriter):
         # snapshot, then calls release(). What the hub delivers meanwhile waits in _pending.
         self._busy = True
         self._pending: dict[str, Message] = {}
-        self._sent: dict[str, Message] = {}
+        self._sent: dict[str, Sent] = {}
         # Jobs that ended on a stream that stays open, with the seq of their end: forgotten
         # from _sent, so that a tenant-wide stream's memory follows the jobs still running.
+        # Kept against older news of them (a resync, an opening race), up to MAX_ENDED:
+        # past that the oldest ends are forgotten too.
         self._ended: dict[str, int] = {}
         # The epoch of what this stream has seen ("" before the first message).
         self._epoch = ""
@@ -55,7 +65,7 @@ class Watcher(AsgiWriter):
     def mark_sent(self, message: Message) -> None:
         """Record what the stream task wrote itself (the opening snapshot)."""
         self._epoch = message.epoch
-        self._sent[message.job_id] = message
+        self._sent[message.job_id] = (message.seq, message.status)
 
     def open_with(self, messages: list[Message]) -> None:
         """Queue a multi-job stream's opening snapshots with what the hub sent meanwhile.
@@ -125,7 +135,7 @@ class Watcher(AsgiWriter):
         if last is None:
             if self._ended and self._ended.get(message.job_id, -1) >= message.seq:
                 return  # the client saw this job end; this is older news
-        elif message.seq <= last.seq:
+        elif message.seq <= last[0]:
             return  # already sent: versions a client sees only go up (DESIGN.md section 3)
         if self._busy:
             waiting = self._pending.pop(message.job_id, None)
@@ -157,15 +167,19 @@ class Watcher(AsgiWriter):
 
     # -- writing ------------------------------------------------------------------------
 
-    def _write_message(self, message: Message, last: Message | None) -> bool:
+    def _write_message(self, message: Message, last: Sent | None) -> bool:
         """Start writing ``message``; True when the write is already done."""
         if message.terminal and not self.close_on_terminal:
             self._sent.pop(message.job_id, None)
-            self._ended[message.job_id] = message.seq
+            ended = self._ended
+            ended.pop(message.job_id, None)
+            ended[message.job_id] = message.seq
+            if len(ended) > MAX_ENDED:
+                del ended[next(iter(ended))]
         else:
-            self._sent[message.job_id] = message
+            self._sent[message.job_id] = (message.seq, message.status)
         final = message.terminal and self.close_on_terminal
-        if last is not None and last.status != message.status and message.event == "progress":
+        if last is not None and last[1] != message.status and message.event == "progress":
             # The client skipped the status change (conflation or a resync): say it moved.
             frame = message.relabelled()
             body = frames.body(frame, more=not final)
@@ -202,7 +216,7 @@ class Watcher(AsgiWriter):
                 job_id = next(iter(self._pending))
                 message = self._pending.pop(job_id)
                 last = self._sent.get(job_id)
-                if last is not None and message.seq <= last.seq:
+                if last is not None and message.seq <= last[0]:
                     continue
                 if not self._write_message(message, last):
                     return  # written() carries on once the write is done

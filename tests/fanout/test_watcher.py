@@ -145,3 +145,47 @@ async def test_a_deletion_found_gone_is_newer_than_what_the_client_saw() -> None
     watcher.deliver(Message.deleted("epoch1", 4, "a", None))  # older than what was sent
     watcher.deliver(Message.deleted("epoch1", 9, "a", None))
     assert socket.events() == [("progress", "epoch1-5"), ("deleted", "epoch1-9")]
+
+
+async def test_a_tenant_stream_keeps_little_per_job() -> None:
+    """Issue 10, item 6: a tenant-wide stream kept every job's whole last message (10,000
+    jobs: 22 MiB for one stream) and every ended job for ever."""
+    import gc
+    import tracemalloc
+
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    watcher.release()
+    padding = b"x" * 2000
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(10_000):
+            data = b'{"job_id":"j%d","pad":"%s"}' % (n, padding)
+            watcher.deliver(Message(epoch="epoch1", seq=n + 1, event="progress", version=2,
+                                    status="running", job_id=f"j{n}", data=data))
+            if n % 2:  # half of them end
+                watcher.deliver(Message(epoch="epoch1", seq=n + 20_001, event="status",
+                                        version=3, status="completed", job_id=f"j{n}",
+                                        data=b"{}"))
+        socket.bodies.clear()
+        socket.more.clear()
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 3 * 2**20, f"{held / 2**20:.1f} MiB held for 10,000 jobs"
+
+
+async def test_ended_jobs_are_forgotten_past_a_bound() -> None:
+    socket = Socket()
+    watcher = Watcher(socket.send, close_on_terminal=False)
+    watcher.release()
+    for n in range(25_000):
+        watcher.deliver(Message(epoch="epoch1", seq=n + 1, event="status", version=2,
+                                status="failed", job_id=f"j{n}", data=b"{}"))
+    assert len(watcher._ended) <= 10_000
+    # The most recent ends are the ones kept: older news of those is still dropped.
+    watcher.deliver(message("j24999", 1, seq=24_000))
+    assert len(socket.bodies) == 25_000
