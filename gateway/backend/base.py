@@ -18,8 +18,10 @@ class Listener(Protocol):
     """Told about channels by the backend. Every call runs on the event loop, straight
     from a connection's ``data_received`` or its reconnect loop; none may block or raise."""
 
-    def on_message(self, channel: bytes, payload: bytes) -> None:
-        """A message published on a subscribed channel."""
+    def on_messages(self, batch: list[tuple[bytes, bytes]]) -> int:
+        """The messages (channel, payload) of subscribed channels that came in one read of
+        a connection, in order. Returns how many writes to streams they made: the backend
+        lets the event loop run other work before it reads on when that was many."""
 
     def on_subscribed(self, channel: bytes) -> None:
         """Redis confirmed the subscription of ``channel``: nothing published on it from

@@ -53,8 +53,10 @@ def _name(command: str | bytes) -> str:
 
 
 class RedisConnection(asyncio.Protocol):
-    def __init__(self, on_reply: Callable[[Reply], None]) -> None:
+    def __init__(self, on_reply: Callable[[Reply], None],
+                 on_read: Callable[[], None] | None = None) -> None:
         self._on_reply = on_reply
+        self._on_read = on_read  # after the replies of one read were handed on
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
         self._waiting: deque[asyncio.Future[Reply]] = deque()
@@ -65,7 +67,8 @@ class RedisConnection(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, url: str, on_reply: Callable[[Reply], None], *, name: str | None = None
+        cls, url: str, on_reply: Callable[[Reply], None], *, name: str | None = None,
+        on_read: Callable[[], None] | None = None,
     ) -> RedisConnection:
         """Connect, authenticate, name the connection and select its database. The URL is
         read by redis-py's own parser, and its TLS options (``ssl_cert_reqs``,
@@ -74,7 +77,7 @@ class RedisConnection(asyncio.Protocol):
         agree on everything the URL says. Bound it with a timeout."""
         loop = asyncio.get_running_loop()
         options = parse_url(url)
-        protocol = cls(on_reply)
+        protocol = cls(on_reply, on_read)
         if "path" in options:
             await loop.create_unix_connection(lambda: protocol, options["path"])
         else:
@@ -206,6 +209,20 @@ class RedisConnection(asyncio.Protocol):
                     self._on_reply(reply)
         except hiredis.ProtocolError as exc:
             self._fail(ConnectionError(f"protocol error on a Redis connection: {exc}"))
+        if self._on_read is not None:
+            self._on_read()
+
+    def pause_for_a_turn(self) -> None:
+        """Read nothing more until the event loop has run everything else that is ready
+        (a fan-out that took long must not starve the other requests)."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+            self._loop.call_soon(self._read_again)
+
+    def _read_again(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

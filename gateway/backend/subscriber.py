@@ -28,6 +28,9 @@ Publish = Callable[[bytes, bytes], Awaitable[object]]
 
 # SUBSCRIBE/UNSUBSCRIBE take this many channels per command at most.
 _BATCH = 1000
+# Writes to streams one read of messages may make before the connection lets the event
+# loop run everything else that is ready (other requests, heartbeats) once.
+_WRITES_PER_TURN = 5000
 # Reconnect backoff: doubling from the first to the last, with jitter.
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.05, 5.0
 
@@ -51,6 +54,7 @@ class Subscriber:
         self._probe_seconds = probe_seconds
         self._publish = publish
         self._listener: Listener | None = None
+        self._messages: list[tuple[bytes, bytes]] = []  # of the read being handled
         # What the fan-out wants subscribed; resubscribed whole after a reconnect.
         self.channels: set[bytes] = set()
         # SUBSCRIBE/UNSUBSCRIBE commands sent per channel whose replies have not come yet.
@@ -100,7 +104,8 @@ class Subscriber:
             try:
                 with anyio.fail_after(self._connect_timeout):
                     conn = await RedisConnection.open(
-                        self._url, self._on_reply, name=f"gateway-hub-{os.getpid()}")
+                        self._url, self._on_reply, name=f"gateway-hub-{os.getpid()}",
+                        on_read=self._on_read)
             except (OSError, TimeoutError, ConnectionError) as exc:
                 log.warning("pub/sub connection to Redis failed: %s; retrying in %.2fs",
                             exc, backoff)
@@ -204,12 +209,29 @@ class Subscriber:
             if self._refusal is not None:
                 return  # what follows a refusal on a closing connection counts for nothing
             if type(reply) is list and reply[0] == b"message" and reply[1] != self._probe_channel:
-                if listener is not None:
-                    listener.on_message(reply[1], reply[2])
+                self._messages.append((reply[1], reply[2]))  # handed on at the read's end
                 return
             self._on_other_reply(reply, listener)
         except Exception:
             log.exception("a pub/sub reply could not be handled: %.200r", reply)
+
+    def _on_read(self) -> None:
+        """The read's messages go to the listener together, so that it can skip all but
+        the newest of each job (a burst); a read that made many writes lets the event loop
+        run the rest before the next."""
+        messages, listener, conn = self._messages, self._listener, self._conn
+        if not messages:
+            return
+        self._messages = []
+        if listener is None or self._refusal is not None:
+            return
+        try:
+            writes = listener.on_messages(messages)
+        except Exception:
+            log.exception("pub/sub messages could not be handled")
+            return
+        if writes > _WRITES_PER_TURN and conn is not None:
+            conn.pause_for_a_turn()
 
     def _on_other_reply(self, reply: Reply, listener: Listener | None) -> None:
         if isinstance(reply, Exception):

@@ -182,10 +182,36 @@ class Hub:
 
     # -- told by the backend (gateway.backend.base.Listener) ----------------------------
 
-    def on_message(self, channel: bytes, payload: bytes) -> None:
-        watched = self._channels.get(channel)
-        if watched is None:
-            return
+    def on_messages(self, batch: list[tuple[bytes, bytes]]) -> int:
+        """Fan out the messages of one read: of several messages of one job on a channel,
+        only the newest (a burst: intermediate progress may be skipped, DESIGN.md
+        section 3, and a watcher labels it `status` when the status moved since it last
+        wrote). Returns the writes made."""
+        if len(batch) == 1:
+            name, payload = batch[0]
+            watched = self._channels.get(name)
+            if watched is None:
+                return 0
+            message = self._parse(watched, name, payload)
+            return 0 if message is None else self._fan_out(watched, message)
+        newest: dict[tuple[bytes, str], tuple[Channel, Message]] = {}
+        for name, payload in batch:
+            watched = self._channels.get(name)
+            if watched is None:
+                continue
+            message = self._parse(watched, name, payload)
+            if message is None:
+                continue
+            key = (name, message.job_id)
+            kept = newest.pop(key, None)
+            if kept is not None:
+                STATS.hub_conflated += 1
+                if kept[1].seq > message.seq:
+                    message = kept[1]
+            newest[key] = (watched, message)  # at the end: the order of the newest ones
+        return sum(self._fan_out(watched, message) for watched, message in newest.values())
+
+    def _parse(self, watched: Channel, name: bytes, payload: bytes) -> Message | None:
         try:
             if len(payload) > MAX_MESSAGE_BYTES:
                 raise ValueError("oversize")
@@ -193,9 +219,9 @@ class Hub:
             if watched.job_id is not None and message.job_id != watched.job_id:
                 raise ValueError("another job's message")
         except ValueError:
-            self._bad_message(channel, payload)
-            return
-        self._fan_out(watched, message)
+            self._bad_message(name, payload)
+            return None
+        return message
 
     def on_subscribed(self, channel: bytes) -> None:
         watched = self._channels.get(channel)
@@ -250,7 +276,7 @@ class Hub:
         if channel is not None:
             self._fan_out(channel, message)
 
-    def _fan_out(self, channel: Channel, message: Message) -> None:
+    def _fan_out(self, channel: Channel, message: Message) -> int:
         channel.last = (message.epoch, message.seq)
         for watcher in channel.watchers:
             try:
@@ -262,6 +288,7 @@ class Hub:
                 watcher.abort()
         if self._on_fanout is not None and message.published_us:
             self._on_fanout(time.time() - message.published_us / 1e6)
+        return len(channel.watchers)
 
     def opened(self, name: bytes, position: tuple[str, int]) -> None:
         """A stream of ``name`` opened with what Redis held at ``position`` (its read came

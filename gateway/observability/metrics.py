@@ -18,6 +18,7 @@ class Stats:
         self.events_sent = 0
         self.bytes_sent = 0
         self.conflated = 0
+        self.hub_conflated = 0
         self.slow_disconnects = 0
         self.bad_messages = 0
         self.redis_reconnects = 0
@@ -40,6 +41,9 @@ class _StatsCollector(Collector):
             "gateway_bytes_sent": ("Event bytes written to streams", STATS.bytes_sent),
             "gateway_conflated_events": (
                 "Pending snapshots replaced by a newer one for a slow client", STATS.conflated),
+            "gateway_burst_conflated_events": (
+                "Messages skipped because a newer one of the same job came in the same read",
+                STATS.hub_conflated),
             "gateway_slow_client_disconnects": (
                 "Streams closed because a write did not complete in time",
                 STATS.slow_disconnects),

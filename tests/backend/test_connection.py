@@ -104,3 +104,17 @@ async def test_replies_nobody_waits_for_go_to_the_callback(redis_url: str, r: re
         assert pushed == [[b"subscribe", b"t-channel", 1], [b"message", b"t-channel", b"hello"]]
     finally:
         conn.close()
+
+
+async def test_a_connection_can_stop_reading_for_one_turn_of_the_loop(redis_url: str) -> None:
+    conn = await RedisConnection.open(redis_url, unexpected, name="t-turn")
+    try:
+        transport = conn._transport
+        assert transport is not None and transport.is_reading()
+        conn.pause_for_a_turn()
+        assert not transport.is_reading()
+        await asyncio.sleep(0)
+        assert transport.is_reading()
+        assert await conn.request("PING") == b"PONG"
+    finally:
+        conn.close()

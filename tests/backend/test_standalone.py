@@ -26,8 +26,10 @@ class Heard:
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
 
-    def on_message(self, channel: bytes, payload: bytes) -> None:
-        self.events.append(("message", (channel, payload)))
+    def on_messages(self, batch: list[tuple[bytes, bytes]]) -> int:
+        for channel, payload in batch:
+            self.events.append(("message", (channel, payload)))
+        return len(batch)
 
     def on_subscribed(self, channel: bytes) -> None:
         self.events.append(("subscribed", channel))
@@ -153,8 +155,8 @@ async def test_a_listener_that_raises_never_breaks_the_connection(
     backend: StandaloneBackend, r: redis.Redis
 ) -> None:
     class Clumsy(Heard):
-        def on_message(self, channel: bytes, payload: bytes) -> None:
-            super().on_message(channel, payload)
+        def on_messages(self, batch: list[tuple[bytes, bytes]]) -> int:
+            super().on_messages(batch)
             raise RuntimeError("a bug behind the listener")
 
     heard = Clumsy()
@@ -166,3 +168,31 @@ async def test_a_listener_that_raises_never_breaks_the_connection(
         r.publish(channel, b"two")
         assert await heard.until("message", 2) == [(channel, b"one"), (channel, b"two")]
         assert not [e for k, e in heard.events if k == "lost"]
+
+
+async def test_a_read_whose_messages_made_many_writes_yields_the_loop_once(
+    backend: StandaloneBackend, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10, item 5: a burst made the reader fan out for seconds inside one
+    data_received; past a budget of writes the connection now lets the loop run first."""
+    from gateway.backend.connection import RedisConnection
+
+    paused: list[int] = []
+    monkeypatch.setattr(RedisConnection, "pause_for_a_turn", lambda self: paused.append(1))
+
+    class Busy(Heard):
+        def on_messages(self, batch: list[tuple[bytes, bytes]]) -> int:
+            super().on_messages(batch)
+            return 10_000 if batch[0][1] == b"heavy" else 1
+
+    heard = Busy()
+    channel = b"gw:{default}:job:busy"
+    async with backend.listen(heard):
+        backend.subscribe([channel])
+        await heard.until("subscribed")
+        r.publish(channel, b"light")
+        await heard.until("message")
+        assert paused == []
+        r.publish(channel, b"heavy")
+        await heard.until("message", 2)
+        assert paused == [1]

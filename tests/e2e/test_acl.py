@@ -6,6 +6,7 @@ tested cannot drift apart.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -53,8 +54,9 @@ def test_a_gateway_and_a_worker_work_under_the_documented_acl(
             worker.start("acl")
             worker.progress("acl", 50, phase="half")
             worker.complete("acl", file_url="https://files.example/acl.pdf")
-            seen = [next(events).event for _ in range(3)]
-        assert seen == ["status", "progress", "status"]
+            # Changes that come together may be sent as the newest alone: the end.
+            last = [event for event in events][-1]
+        assert (last.event, json.loads(last.data)["status"]) == ("status", "completed")
         assert client.get("/v1/jobs").json()["jobs"][0]["status"] == "completed"
         assert client.get("/v1/jobs/acl/download").status_code == 307
         assert client.delete("/v1/jobs/acl").status_code == 204

@@ -46,8 +46,13 @@ class ScriptedBackend:
             self.listener.on_subscribed(channel)
 
     def publish(self, channel: bytes, payload: bytes) -> None:
+        """A message that comes alone in its read."""
+        self.publish_batch([(channel, payload)])
+
+    def publish_batch(self, batch: list[tuple[bytes, bytes]]) -> int:
+        """Messages that come in one read of the connection."""
         assert self.listener is not None
-        self.listener.on_message(channel, payload)
+        return self.listener.on_messages(batch)
 
     def lose(self) -> None:
         assert self.listener is not None
