@@ -36,6 +36,9 @@ class Plan:
     latency_rate: float = 100.0
     json_seconds: float = 4.0
     json_connections: int = 32
+    burst_watchers: int = 300
+    burst_updates: int = 3000
+    burst_probe_every: float = 0.005  # seconds between /healthz requests during a burst
     open_concurrency: int = 100
     open_timeout: float = 120.0
     drain_timeout: float = 120.0
@@ -48,6 +51,7 @@ class Plan:
                    heartbeat_streams=1000, heartbeat_seconds=2.0, heartbeat_windows=2,
                    fanout_watchers=200, fanout_updates=20, throughput_jobs=200,
                    throughput_updates=10_000, latency_updates=200, json_seconds=2.0,
+                   burst_watchers=100, burst_updates=1000,
                    open_timeout=30.0, drain_timeout=30.0)
 
 

@@ -1,4 +1,5 @@
-"""The six scenarios of issue 5. Each runs its rounds against one contender.
+"""The six scenarios of issue 5, and a seventh (burst). Each runs its rounds against one
+contender.
 
 A scenario gets a factory for the contender and returns one dict of metrics per round.
 Servers are started fresh where state would carry over (idle streams: resident memory
@@ -21,7 +22,7 @@ from typing import Any
 
 from bench import publish
 from bench.contenders import Contender, Gateway
-from bench.loadgen import Swarm, http_load
+from bench.loadgen import Probe, Swarm, http_load
 from bench.measure import CpuWindow, percentile, rss_bytes, settle
 from bench.plan import Bench
 
@@ -410,6 +411,105 @@ async def _load(bench: Bench, port: int, path: str, headers: dict[str, str]) -> 
     return float(found[1])
 
 
+# -- 7. burst -------------------------------------------------------------------------
+
+
+async def burst(bench: Bench, make: Make, rounds: int) -> list[Metrics]:
+    """300 watchers of one job, 3,000 of its updates as fast as they can be published:
+    what got through, what was skipped, and /healthz latency on the same server meanwhile.
+
+    Intermediate progress may be skipped by design (a server may fold a job's pending
+    updates together for a slow client); the last update must reach every watcher.
+    """
+    plan = bench.plan
+    out = []
+    with make() as c:
+        await bench.call(publish.setup, c.target, ["burst"], running=True)
+        swarm = Swarm(c.ports, markers=True)
+        try:
+            await swarm.open(plan.burst_watchers, lambda i: c.stream_path("burst"),
+                             concurrency=plan.open_concurrency, within=plan.open_timeout)
+            if swarm.live() < plan.burst_watchers:
+                bench.note(f"{c.name}: burst with {swarm.live()} watchers of "
+                           f"{plan.burst_watchers} ({_failures(swarm)})")
+            await settle(c.server_pids())
+            first = 1
+            for r in range(rounds + 1):  # round 0 warms up (a tenth of the updates)
+                count = plan.burst_updates if r else max(plan.burst_updates // 10, 1)
+                with bench.profiling(c, "burst") if r == 1 else contextlib.nullcontext():
+                    m = await _one_burst(bench, c, swarm, first, count)
+                if r:
+                    out.append(m)
+                first += count
+                await settle(c.server_pids())
+        finally:
+            swarm.close()
+    return out
+
+
+async def _one_burst(bench: Bench, c: Contender, swarm: Swarm, first: int,
+                     count: int) -> Metrics:
+    """Updates ``first`` .. ``first + count - 1`` of the job in one pipelined burst, with
+    the /healthz probe running from just before it until every watcher got the last one
+    (or the plan's drain timeout, or 5 s without any event once publishing ended)."""
+    loop = asyncio.get_running_loop()
+    last = first + count - 1
+    watchers = swarm.live()
+    probe = Probe(c.ports[0], every=bench.plan.burst_probe_every)
+    try:
+        await probe.connect()
+        window = CpuWindow(c.server_pids(), c.backend_pids()).start()
+        probe.start()
+        sent = asyncio.ensure_future(bench.call(publish.burst, c.target, ["burst"], count,
+                                                first))
+        try:
+            deadline = loop.time() + bench.plan.drain_timeout
+            seen, quiet_since = swarm.events, loop.time()
+            while swarm.marker_count.get(last, 0) < watchers and loop.time() < deadline:
+                await asyncio.sleep(0.005)
+                now = loop.time()
+                if swarm.events != seen:
+                    seen, quiet_since = swarm.events, now
+                elif sent.done() and (now - quiet_since > 5.0 or sent.exception()):
+                    break
+            window.stop()
+            latencies = await probe.stop()
+            t0, t1, accepted = await asyncio.wait_for(sent, bench.plan.drain_timeout)
+        finally:
+            if not sent.done():
+                sent.cancel()
+    finally:
+        probe.close()
+    ks = range(first, last + 1)
+    delivered = sum(swarm.marker_count.get(k, 0) for k in ks)
+    received_ns = max((swarm.marker_last_ns.get(k, 0) for k in ks), default=0)
+    missing = max(watchers - swarm.marker_count.get(last, 0), 0)
+    if missing:
+        bench.note(f"{c.name}: burst: {missing} of {watchers} watchers did not get the last "
+                   f"update within the bound")
+    if accepted < count:
+        bench.note(f"{c.name}: burst: the server took {accepted} of {count} updates")
+    if probe.unanswered:
+        bench.note(f"{c.name}: burst: a /healthz request was still unanswered at the end of "
+                   f"the burst (counted with its age)")
+    seconds = (received_ns - t0) / 1e9
+    m = {"updates_per_s": accepted / ((t1 - t0) / 1e9) if t1 > t0 else float("nan"),
+         "events_per_s": delivered / seconds if delivered and seconds > 0 else float("nan"),
+         "conflated": (1 - delivered / watchers / accepted if watchers and accepted
+                       else float("nan")),
+         "missing": missing, "watchers": watchers, "published": accepted,
+         "healthz_p50_ms": percentile(latencies, 50),
+         "healthz_p99_ms": percentile(latencies, 99),
+         "healthz_max_ms": max(latencies, default=float("nan")),
+         "healthz_requests": len(latencies),
+         "cpu_s": window.server,
+         "server_cpu": window.shares()["server"] * 100,
+         "client_cpu": window.shares()["client"] * 100}
+    if c.backend_pids():
+        m["redis_cpu_s"] = window.backend
+    return m
+
+
 SCENARIOS: dict[str, Scenario] = {
     "idle": idle,
     "heartbeat": heartbeat,
@@ -417,4 +517,5 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput,
     "latency": latency,
     "json": json_snapshots,
+    "burst": burst,
 }
