@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Front:
     services = Services(settings, Metrics(lambda: {
         "gateway_open_streams": {k: float(v) for k, v in services.hub.open_streams.items()},
         "gateway_pubsub_channels": {"": float(services.hub.channel_count)},
+        "gateway_watchers": {"": float(services.hub.watcher_count)},
         "gateway_asyncio_tasks": {"": float(len(asyncio.all_tasks()))},
     }))
 
