@@ -67,10 +67,8 @@ async def test_wait_returns_the_final_snapshot(gateway, worker: SyncWorker) -> N
 async def test_wait_times_out_and_can_raise_on_failure(gateway, worker: SyncWorker) -> None:
     worker.create("w2")
     async with AsyncClient(gateway.url) as client:
-        started = time.monotonic()
         with pytest.raises(WaitTimeout):
             await client.wait("w2", timeout=0.5)
-        assert time.monotonic() - started < 3
         worker.fail("w2", "input.corrupt", "unreadable")
         assert (await client.wait("w2", timeout=5)).status == "failed"
         with pytest.raises(JobDidNotComplete, match=r"input\.corrupt"):
