@@ -353,7 +353,9 @@ async def json_snapshots(bench: Bench, make: Make, rounds: int) -> list[Metrics]
             variants = {"cold_rps": {}}  # nchan has no ETag/304 equivalent: n/a
         else:
             await bench.call(publish.create_job, c.target.address, "json")
-            variants = {"cold_rps": {}, "etag_rps": {"If-None-Match": '"3"'}}
+            # The tag the server gives (its form is the server's: a version, a position).
+            etag = await asyncio.to_thread(_etag, c.ports[0], c.json_path("json"))
+            variants = {"cold_rps": {}, "etag_rps": {"If-None-Match": etag}}
         path = c.json_path("json")
         for r in range(rounds + 1):  # round 0 warms up
             m: Metrics = {}
@@ -367,6 +369,20 @@ async def json_snapshots(bench: Bench, make: Make, rounds: int) -> list[Metrics]
             if r:
                 out.append(m)
     return out
+
+
+def _etag(port: int, path: str) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        etag = response.getheader("ETag")
+    finally:
+        connection.close()
+    if not etag:
+        raise RuntimeError(f"GET {path} answered without an ETag")
+    return etag
 
 
 def _status(port: int, path: str, headers: dict[str, str]) -> int:
