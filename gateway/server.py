@@ -20,6 +20,7 @@ Everything else is uvicorn's, unchanged.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -58,6 +59,70 @@ def _answer(status: int, error: problems.ApiError) -> bytes:
     return b"".join([*lines, b"connection: close\r\n\r\n", response.body])
 
 
+class _Guard:
+    """What the protocol adds to a connection, in one slotted object: uvicorn's protocol
+    has 28 attributes, and CPython keeps an instance's attributes compact only up to 30
+    (past that each connection carried a 1.5 KiB dict: docs/architecture.md)."""
+
+    __slots__ = ("head_bytes", "head_size", "in_head", "running", "since", "too_large")
+
+    def __init__(self, since: float) -> None:
+        self.running: RequestResponseCycle | None = None  # displaced by a pipelined request
+        self.in_head = False  # between a request's first byte and the end of its head
+        self.head_bytes = 0  # bytes received while in a head (the chunks, not exact)
+        self.head_size = 0  # the head's URL and headers as parsed (exact)
+        self.since: float | None = since  # when the head it waits for began to be owed
+        self.too_large = False
+
+
+class _Sweeper:
+    """One timer per event loop for every connection that owes a request head (as the hub
+    has one timer for every stream): a connection whose head is late is closed on the
+    next sweep, at most a second after its time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.owing: dict[HttpProtocol, None] = {}  # in the order their heads became owed
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, protocol: HttpProtocol) -> None:
+        self.owing.pop(protocol, None)
+        self.owing[protocol] = None
+        if self.timer is None:
+            self.timer = self.loop.call_later(_SWEEP_SECONDS, self.sweep)
+
+    def discard(self, protocol: HttpProtocol) -> None:
+        self.owing.pop(protocol, None)
+
+    def sweep(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        late = []
+        for protocol in self.owing:
+            since = protocol.guard.since
+            if since is not None and now - since < protocol.limits_().header_timeout_seconds:
+                break  # the rest began later
+            late.append(protocol)
+        for protocol in late:
+            self.owing.pop(protocol, None)
+            if protocol.guard.since is not None:
+                protocol.head_timed_out()
+        if self.owing:
+            self.timer = self.loop.call_later(_SWEEP_SECONDS, self.sweep)
+
+
+_SWEEP_SECONDS = 1.0
+_SWEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
+    weakref.WeakKeyDictionary())
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    sweeper = _SWEEPERS.get(loop)
+    if sweeper is None:
+        sweeper = _SWEEPERS[loop] = _Sweeper(loop)
+    return sweeper
+
+
 class HttpProtocol(HttpToolsProtocol):
     # Set by gateway serve (protocol()); read from the environment under plain uvicorn.
     limits: ClassVar[Limits | None] = None
@@ -66,48 +131,47 @@ class HttpProtocol(HttpToolsProtocol):
                  app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None
                  ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        if HttpProtocol.limits is None and type(self).limits is None:
-            HttpProtocol.limits = Limits.of(Settings.from_env())
-        limits = type(self).limits or HttpProtocol.limits
-        assert limits is not None
-        self._max_head = limits.max_header_bytes
-        self._head_timeout = limits.header_timeout_seconds
-        # The cycle a pipelined request displaced while its response was still going.
-        self._running: RequestResponseCycle | None = None
-        self._in_head = False  # between a request's first byte and the end of its head
-        self._head_bytes = 0  # bytes received while in a head (the chunks, not exact)
-        self._head_size = 0  # the head's URL and headers as parsed (exact)
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._too_large = False
+        self.guard = _Guard(self.loop.time())
+
+    @classmethod
+    def limits_(cls) -> Limits:
+        limits = cls.limits or HttpProtocol.limits
+        if limits is None:
+            limits = HttpProtocol.limits = Limits.of(Settings.from_env())
+        return limits
 
     # -- connection ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()  # a new connection owes a request head, in time
+        _sweeper(self.loop).add(self)  # a new connection owes a request head, in time
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self._disarm_head_timer()
-        running, self._running = self._running, None
+        _sweeper(self.loop).discard(self)
+        guard = self.guard
+        running, guard.running = guard.running, None
         if running is not None and not running.response_complete:
             running.disconnected = True
             running.message_event.set()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._in_head and not self.transport.is_closing():
-            self._head_bytes += len(data)
-            if self._head_bytes > self._max_head:
+        guard = self.guard
+        if guard.in_head and not self.transport.is_closing():
+            guard.head_bytes += len(data)
+            if guard.head_bytes > self.limits_().max_header_bytes:
                 self._refuse_head()
 
     # -- parser callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes, self._head_size = True, 0, 0
-        if self._head_timer is None:
-            self._arm_head_timer()
+        guard = self.guard
+        guard.in_head, guard.head_bytes, guard.head_size = True, 0, 0
+        if guard.since is None:  # a request on a kept-alive connection: its head is owed
+            guard.since = self.loop.time()
+            _sweeper(self.loop).add(self)
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -118,25 +182,27 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._disarm_head_timer()
+        guard = self.guard
+        guard.in_head, guard.since = False, None
+        _sweeper(self.loop).discard(self)
         running = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
         if running is not None and cycle is not running and not running.response_complete:
-            self._running = running
+            guard.running = running
         if cycle is not None and cycle is not running and self.scope["http_version"] == "1.0":
             cycle.send = _close_delimited(cycle)  # type: ignore[method-assign, assignment]
 
     def on_response_complete(self) -> None:
-        if self._running is not None and self._running.response_complete:
-            self._running = None
+        guard = self.guard
+        if guard.running is not None and guard.running.response_complete:
+            guard.running = None
         super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         # The parser stopped: on a head too large (raised from on_url or on_header), or on
         # anything it could not read.
-        if self._too_large:
+        if self.guard.too_large:
             self._refuse_head()
             return
         super().send_400_response(msg)
@@ -144,21 +210,23 @@ class HttpProtocol(HttpToolsProtocol):
     # -- limits -------------------------------------------------------------------------
 
     def _count(self, size: int) -> None:
-        self._head_size += size
-        if self._head_size > self._max_head:
-            self._too_large = True
+        guard = self.guard
+        guard.head_size += size
+        if guard.head_size > self.limits_().max_header_bytes:
+            guard.too_large = True
             raise _HeadTooLarge
 
     def _refuse_head(self) -> None:
-        self._too_large = True
-        self._in_head = False
-        self._disarm_head_timer()
+        guard = self.guard
+        guard.too_large, guard.in_head, guard.since = True, False, None
+        _sweeper(self.loop).discard(self)
         if self.transport.is_closing():
             return
         if not self._answering():
+            limit = self.limits_().max_header_bytes
             self.transport.write(_answer(431, problems.ApiError(
                 431, "request.headers_too_large",
-                f"the request line and headers are limited to {self._max_head} bytes")))
+                f"the request line and headers are limited to {limit} bytes")))
         self.transport.close()
 
     def _answering(self) -> bool:
@@ -166,22 +234,15 @@ class HttpProtocol(HttpToolsProtocol):
         then nothing else may be written into it, and a refusal only closes it."""
         return self.cycle is not None and not self.cycle.response_complete
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
-
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
+    def head_timed_out(self) -> None:
+        guard = self.guard
+        guard.since = None
         if self.transport.is_closing():
             return
-        if self._in_head and not self._answering():  # a head started and did not finish
+        if guard.in_head and not self._answering():  # a head started and did not finish
+            timeout = self.limits_().header_timeout_seconds
             self.transport.write(_answer(408, problems.ApiError(
-                408, "request.timeout",
-                f"the request head did not arrive within {self._head_timeout:g} s")))
+                408, "request.timeout", f"the request head did not arrive within {timeout:g} s")))
         self.transport.close()
 
 
