@@ -46,8 +46,7 @@ class Channel:
 
     def __init__(self, name: bytes) -> None:
         # The job of a job channel: a message about another job on it is not ours.
-        parsed = keys.parse_job_channel(name.decode())
-        self.job_id = parsed[1] if parsed is not None else None
+        self.job_id = keys.job_of_channel(name)
         self.watchers: set[Watcher] = set()
         # One future per stream waiting for the SUBSCRIBE confirmation (a shared one would
         # be cancelled for all when one waiter is), made only when someone waits, and

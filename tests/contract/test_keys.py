@@ -27,3 +27,6 @@ def test_channels_parse_back() -> None:
     assert keys.parse_tenant_channel("gw:{acme}:jobs") == "acme"
     assert keys.parse_job_channel("gw:{acme}:jobs") is None
     assert keys.parse_tenant_channel("gw:{acme}:job:j1") is None
+    assert keys.job_of_channel(b"gw:{acme}:job:j1") == "j1"
+    assert keys.job_of_channel(b"gw:{acme}:jobs") is None
+    assert keys.job_of_channel(b"gw:probe:abc") is None
