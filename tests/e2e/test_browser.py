@@ -61,8 +61,12 @@ def test_event_source_follows_a_job_and_stops_at_the_end(
         page.goto(f"{gateway.url}/healthz")  # same origin as the stream
         page.evaluate(RECORDER, "/v1/jobs/web")
         wait_for(page, "window.log.some(e => e.event === 'snapshot')")
+        # Each change once the page saw the one before (changes that come together may
+        # reach it as the newest alone).
         worker.start("web", phase="Rendering")
+        wait_for(page, "window.log.some(e => e.version === 2)")
         worker.progress("web", 50)
+        wait_for(page, "window.log.some(e => e.version === 3)")
         worker.complete("web", file_url="https://files.example/web.pdf")
         # The stream ends after the terminal event; EventSource reconnects with its last
         # id, gets 204, and closes for good (readyState 2).
