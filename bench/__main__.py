@@ -1,6 +1,6 @@
 """``python -m bench``: start the contenders on loopback, run the scenarios, write results.
 
-    python -m bench                       # the full run (about 9 minutes on 2 cores)
+    python -m bench                       # the full run (about 12 minutes on 2 cores)
     python -m bench --quick               # small counts, under 2 minutes: a smoke test
     python -m bench --scenarios fanout,latency --contenders gateway,nchan
     python -m bench --quick --baseline 2e99cdd   # this tree's gateway against that build
