@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -54,11 +55,19 @@ def test_timestamps_come_from_the_redis_clock(tmp_path: Path) -> None:
     its time, not the worker's."""
     import datetime as dt
 
+    # libfaketime preloaded into the server itself: the faketime command would fork it and
+    # wait, and stopping the command would leave the server running.
+    libraries = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    assert libraries, "libfaketime is missing: scripts/install-system installs it"
     ahead = tmp_path / "valkey-an-hour-ahead"
-    ahead.write_text(f'#!/bin/sh\nexec faketime -f "+1h" {server_binary()} "$@"\n')
+    ahead.write_text(f'#!/bin/sh\nLD_PRELOAD={libraries[0]} FAKETIME="+1h" '
+                     f'exec {server_binary()} "$@"\n')
     ahead.chmod(0o755)
     with EmbeddedRedis(binary=str(ahead)) as server, SyncWorker.from_url(server.url) as worker:
         snap = worker.create("clock")
+    # Stopping the server stopped the one that listened, not a wrapper around it.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
     stamp = dt.datetime.strptime(snap["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(
         tzinfo=dt.UTC)
     assert 3600 - 60 <= stamp.timestamp() - time.time() <= 3600 + 60
