@@ -83,6 +83,11 @@ class Record:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    def catch_up_event(self, seen_seq: int) -> str:
+        """The event that brings a client who saw this job at ``seen_seq`` up to date
+        (DESIGN.md section 3): ``status`` when the status moved since, else ``progress``."""
+        return "status" if self.status_seq > seen_seq else "progress"
+
     def output_expired(self, now: float) -> bool:
         return self.output_expires is not None and now >= self.output_expires
 

@@ -25,7 +25,7 @@ class Stale(Exception):
 
 
 def _message(record: Record, seen_seq: int) -> Message:
-    return Message.from_record(record, "status" if record.status_seq > seen_seq else "progress")
+    return Message.from_record(record, record.catch_up_event(seen_seq))
 
 
 async def resync(hub: Hub, channels: list[bytes], current: Callable[[], bool]) -> None:

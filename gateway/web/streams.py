@@ -41,7 +41,7 @@ def opening_event(record: Record, last: EventId | None) -> str | None:
         return "snapshot"
     if last.seq == record.seq:
         return None
-    return "status" if last.seq < record.status_seq else "progress"
+    return record.catch_up_event(last.seq)
 
 
 async def wait_for_disconnect(receive: Receive, watcher: Watcher) -> None:
