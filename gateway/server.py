@@ -51,9 +51,10 @@ class _HeadTooLarge(Exception):
     pass
 
 
-def _answer(status: int, error: problems.ApiError) -> bytes:
+def _answer(error: problems.ApiError) -> bytes:
     """A whole HTTP response for an answer given before any request reached the app."""
     response = error.response()
+    status = error.status
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
     lines += [name + b": " + value + b"\r\n" for name, value in response.raw_headers]
     return b"".join([*lines, b"connection: close\r\n\r\n", response.body])
@@ -224,9 +225,7 @@ class HttpProtocol(HttpToolsProtocol):
             return
         if not self._answering():
             limit = self.limits_().max_header_bytes
-            self.transport.write(_answer(431, problems.ApiError(
-                431, "request.headers_too_large",
-                f"the request line and headers are limited to {limit} bytes")))
+            self.transport.write(_answer(problems.headers_too_large(limit)))
         self.transport.close()
 
     def _answering(self) -> bool:
@@ -241,8 +240,7 @@ class HttpProtocol(HttpToolsProtocol):
             return
         if guard.in_head and not self._answering():  # a head started and did not finish
             timeout = self.limits_().header_timeout_seconds
-            self.transport.write(_answer(408, problems.ApiError(
-                408, "request.timeout", f"the request head did not arrive within {timeout:g} s")))
+            self.transport.write(_answer(problems.head_timeout(timeout)))
         self.transport.close()
 
 

@@ -42,8 +42,7 @@ class Actions:
         try:
             change = await self._change(context, "request_cancel", job_id)
         except InvalidTransition as exc:
-            raise problems.ApiError(409, "jobs.not_cancellable",
-                                    f"job {job_id!r} already ended ({exc.status})") from None
+            raise problems.not_cancellable(job_id, exc.status) from None
         return JSONResponse(change.data, status_code=202,
                             headers={"Location": f"/v1/jobs/{job_id}"})
 
@@ -52,9 +51,7 @@ class Actions:
         try:
             await self._change(context, "delete", job_id)
         except InvalidTransition as exc:
-            raise problems.ApiError(
-                409, "jobs.not_deletable",
-                f"job {job_id!r} is {exc.status}: cancel it first, then delete it") from None
+            raise problems.not_deletable(job_id, exc.status) from None
         return Response(status_code=204)
 
     async def download(self, request: Request, context: Context, send: Send) -> Reply:
@@ -64,18 +61,15 @@ class Actions:
         if record is None:
             raise problems.not_found(job_id)
         if record.status != Status.COMPLETED:
-            raise problems.ApiError(409, "jobs.not_ready",
-                                    f"job {job_id!r} is {record.status}: there is no output")
-        if record.output_expires is not None and time.time() >= record.output_expires:
-            raise problems.ApiError(410, "jobs.expired", f"the output of job {job_id!r} expired")
+            raise problems.not_ready(f"job {job_id!r} is {record.status}: there is no output")
+        if record.output_expired(time.time()):
+            raise problems.expired(job_id)
         output = json.loads(record.snapshot).get("output") or {}
         url = output.get("file_url")
         if not url:
-            raise problems.ApiError(409, "jobs.not_ready",
-                                    f"the worker gave no file_url for job {job_id!r}")
+            raise problems.not_ready(f"the worker gave no file_url for job {job_id!r}")
         if not self._redirectable(url):
-            raise problems.ApiError(409, "jobs.not_ready",
-                                    f"the output of job {job_id!r} has no https URL to go to")
+            raise problems.not_ready(f"the output of job {job_id!r} has no https URL to go to")
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
 
     def _redirectable(self, url: str) -> bool:

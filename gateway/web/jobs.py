@@ -107,8 +107,7 @@ class JobsEndpoint:
                 "create", job_id, {"conversion": conversion or {}}, tenant=context.tenant,
                 lifetimes=settings.lifetimes)
         except JobAlreadyExists:
-            raise problems.ApiError(
-                409, "jobs.already_exists", f"job {job_id!r} already exists") from None
+            raise problems.already_exists(job_id) from None
         except InvalidUpdate as exc:
             raise problems.invalid_parameter(str(exc)) from None
         return JSONResponse(

@@ -43,8 +43,40 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, "request.too_large", f"the body is limited to {limit} bytes")
 
 
+def headers_too_large(limit: int) -> ApiError:
+    return ApiError(431, "request.headers_too_large",
+                    f"the request line and headers are limited to {limit} bytes")
+
+
+def head_timeout(seconds: float) -> ApiError:
+    return ApiError(408, "request.timeout",
+                    f"the request head did not arrive within {seconds:g} s")
+
+
 def not_found(job_id: str) -> ApiError:
     return ApiError(404, "jobs.not_found", f"no job {job_id!r}", VARY)
+
+
+def already_exists(job_id: str) -> ApiError:
+    return ApiError(409, "jobs.already_exists", f"job {job_id!r} already exists")
+
+
+def not_cancellable(job_id: str, status: str | None) -> ApiError:
+    return ApiError(409, "jobs.not_cancellable", f"job {job_id!r} already ended ({status})")
+
+
+def not_deletable(job_id: str, status: str | None) -> ApiError:
+    return ApiError(409, "jobs.not_deletable",
+                    f"job {job_id!r} is {status}: cancel it first, then delete it")
+
+
+def not_ready(detail: str) -> ApiError:
+    """No output to download (yet, or at all)."""
+    return ApiError(409, "jobs.not_ready", detail)
+
+
+def expired(job_id: str) -> ApiError:
+    return ApiError(410, "jobs.expired", f"the output of job {job_id!r} expired")
 
 
 def no_route() -> ApiError:
