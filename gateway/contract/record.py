@@ -42,6 +42,12 @@ def _utf8(raw: bytes) -> bytes:
     return raw
 
 
+def etag(event_id: str, *, expired: bool = False) -> str:
+    """The entity tag of a job's snapshot as of its change ``event_id`` (``<epoch>-<seq>``),
+    marked when the output it names has expired (the body then says null)."""
+    return f'"{event_id}-x"' if expired else f'"{event_id}"'
+
+
 # The hash fields beside the snapshot JSON that the script writes, in the order that
 # Record.from_fields reads them (update.lua's header comment documents each).
 FIELDS = ("snapshot", "version", "seq", "epoch", "status", "status_seq", "output_expires")
@@ -95,8 +101,7 @@ class Record:
         """The entity tag of the snapshot as served at ``now``: it changes whenever the
         body does. The version alone does not: it starts again for a job deleted and
         created anew, and the body changes without a version when the output expires."""
-        expired = "-x" if self.output_expired(now) else ""
-        return f'"{self.epoch}-{self.seq}{expired}"'
+        return etag(f"{self.epoch}-{self.seq}", expired=self.output_expired(now))
 
     def body(self, now: float | None = None) -> bytes:
         """The snapshot as served: ``output`` reads null once it expired (DESIGN.md s. 1)."""

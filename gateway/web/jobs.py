@@ -10,7 +10,7 @@ from starlette.types import Send
 
 from gateway.backend.base import Backend
 from gateway.contract import keys, script
-from gateway.contract.record import Status
+from gateway.contract.record import Status, etag
 from gateway.errors import InvalidUpdate, JobAlreadyExists
 from gateway.web import params, problems, streams
 from gateway.web.context import Context
@@ -113,5 +113,5 @@ class JobsEndpoint:
         return JSONResponse(
             change.data,
             status_code=201,
-            headers={"Location": f"/v1/jobs/{job_id}", "ETag": f'"{change.event_id}"'},
+            headers={"Location": f"/v1/jobs/{job_id}", "ETag": etag(change.event_id)},
         )
