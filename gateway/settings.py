@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from redis.asyncio.connection import parse_url
@@ -17,6 +17,8 @@ from redis.asyncio.connection import parse_url
 from gateway.contract.script import Lifetimes
 
 T = TypeVar("T")
+
+_LIFETIMES = Lifetimes()
 
 
 class SettingsError(ValueError):
@@ -36,9 +38,11 @@ class Settings:
     subscribe_timeout_seconds: float = 5.0  # bounds the wait for a SUBSCRIBE confirmation
     send_timeout_seconds: float = 30.0  # a client that takes no data this long is dropped
     probe_seconds: float = 10.0  # how often the hub checks that its pub/sub still delivers
-    retention_seconds: int = 24 * 3600  # DESIGN.md section 1
-    output_ttl_seconds: int = 3600  # DESIGN.md section 1
-    active_ttl_seconds: int = 7 * 24 * 3600  # a job not ended, after its last change
+    # DESIGN.md section 1: the record after the job ended, the output after completion,
+    # and a job not ended after its last change (the worker library's defaults too).
+    retention_seconds: int = _LIFETIMES.retention_seconds
+    output_ttl_seconds: int = _LIFETIMES.output_ttl_seconds
+    active_ttl_seconds: int = _LIFETIMES.active_ttl_seconds
     shutdown_grace_seconds: float = 10.0
     log_level: str = "info"
     # The HTTP server (gateway.server): a request's line and headers, the time they may
@@ -56,57 +60,13 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        read = _Reader(env)
-        settings = cls(
-            redis_url=read("REDIS_URL", _redis_url, None),
-            host=read("GATEWAY_HOST", _text, cls.host),
-            # PORT is what platforms such as Heroku set; GATEWAY_PORT wins when both are.
-            port=read("GATEWAY_PORT", _port, read("PORT", _port, cls.port)),
-            heartbeat_seconds=read("GATEWAY_HEARTBEAT_SECONDS", _positive, cls.heartbeat_seconds),
-            retry_ms=read("GATEWAY_RETRY_MS", _positive_int, cls.retry_ms),
-            redis_timeout_seconds=read(
-                "GATEWAY_REDIS_TIMEOUT_SECONDS", _positive, cls.redis_timeout_seconds
-            ),
-            redis_connections=read(
-                "GATEWAY_REDIS_CONNECTIONS", _positive_int, cls.redis_connections
-            ),
-            subscribe_timeout_seconds=read(
-                "GATEWAY_SUBSCRIBE_TIMEOUT_SECONDS", _positive, cls.subscribe_timeout_seconds
-            ),
-            send_timeout_seconds=read(
-                "GATEWAY_SEND_TIMEOUT_SECONDS", _positive, cls.send_timeout_seconds
-            ),
-            probe_seconds=read("GATEWAY_PROBE_SECONDS", _positive, cls.probe_seconds),
-            retention_seconds=read(
-                "GATEWAY_RETENTION_SECONDS", _positive_int, cls.retention_seconds
-            ),
-            output_ttl_seconds=read(
-                "GATEWAY_OUTPUT_TTL_SECONDS", _positive_int, cls.output_ttl_seconds
-            ),
-            active_ttl_seconds=read(
-                "GATEWAY_ACTIVE_TTL_SECONDS", _positive_int, cls.active_ttl_seconds
-            ),
-            shutdown_grace_seconds=read(
-                "GATEWAY_SHUTDOWN_GRACE_SECONDS", _positive, cls.shutdown_grace_seconds
-            ),
-            log_level=read("GATEWAY_LOG_LEVEL", _log_level, cls.log_level),
-            max_header_bytes=read("GATEWAY_MAX_HEADER_BYTES", _positive_int, cls.max_header_bytes),
-            max_body_bytes=read("GATEWAY_MAX_BODY_BYTES", _positive_int, cls.max_body_bytes),
-            stream_open_max_jobs=read(
-                "GATEWAY_STREAM_OPEN_MAX_JOBS", _positive_int, cls.stream_open_max_jobs
-            ),
-            allow_http_downloads=read(
-                "GATEWAY_ALLOW_HTTP_DOWNLOADS", _boolean, cls.allow_http_downloads
-            ),
-            header_timeout_seconds=read(
-                "GATEWAY_HEADER_TIMEOUT_SECONDS", _positive, cls.header_timeout_seconds
-            ),
-            keepalive_seconds=read(
-                "GATEWAY_KEEPALIVE_SECONDS", _positive_int, cls.keepalive_seconds
-            ),
-        )
-        return settings
+        read = _Reader(os.environ if env is None else env)
+        values: dict[str, Any] = {field: read(name, parse, getattr(cls, field))
+                                  for field, (name, parse) in _VARIABLES.items()}
+        values["redis_url"] = read("REDIS_URL", _redis_url, None)
+        # PORT is what platforms such as Heroku set; GATEWAY_PORT wins when both are.
+        values["port"] = read("GATEWAY_PORT", _port, read("PORT", _port, cls.port))
+        return cls(**values)
 
     @property
     def lifetimes(self) -> Lifetimes:
@@ -209,3 +169,27 @@ def _log_level(raw: str) -> str:
     if level not in ("critical", "error", "warning", "info", "debug", "trace"):
         raise ValueError("must be one of critical, error, warning, info, debug, trace")
     return level
+
+
+# Each setting's variable and how its value is read (REDIS_URL and the port: from_env).
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "host": ("GATEWAY_HOST", _text),
+    "heartbeat_seconds": ("GATEWAY_HEARTBEAT_SECONDS", _positive),
+    "retry_ms": ("GATEWAY_RETRY_MS", _positive_int),
+    "redis_timeout_seconds": ("GATEWAY_REDIS_TIMEOUT_SECONDS", _positive),
+    "redis_connections": ("GATEWAY_REDIS_CONNECTIONS", _positive_int),
+    "subscribe_timeout_seconds": ("GATEWAY_SUBSCRIBE_TIMEOUT_SECONDS", _positive),
+    "send_timeout_seconds": ("GATEWAY_SEND_TIMEOUT_SECONDS", _positive),
+    "probe_seconds": ("GATEWAY_PROBE_SECONDS", _positive),
+    "retention_seconds": ("GATEWAY_RETENTION_SECONDS", _positive_int),
+    "output_ttl_seconds": ("GATEWAY_OUTPUT_TTL_SECONDS", _positive_int),
+    "active_ttl_seconds": ("GATEWAY_ACTIVE_TTL_SECONDS", _positive_int),
+    "shutdown_grace_seconds": ("GATEWAY_SHUTDOWN_GRACE_SECONDS", _positive),
+    "log_level": ("GATEWAY_LOG_LEVEL", _log_level),
+    "max_header_bytes": ("GATEWAY_MAX_HEADER_BYTES", _positive_int),
+    "max_body_bytes": ("GATEWAY_MAX_BODY_BYTES", _positive_int),
+    "allow_http_downloads": ("GATEWAY_ALLOW_HTTP_DOWNLOADS", _boolean),
+    "stream_open_max_jobs": ("GATEWAY_STREAM_OPEN_MAX_JOBS", _positive_int),
+    "header_timeout_seconds": ("GATEWAY_HEADER_TIMEOUT_SECONDS", _positive),
+    "keepalive_seconds": ("GATEWAY_KEEPALIVE_SECONDS", _positive_int),
+}
