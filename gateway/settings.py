@@ -137,8 +137,14 @@ def _redis_url(raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    require_database_0(raw)
+    return raw
+
+
+def require_database_0(url: str) -> None:
+    """ValueError unless the Redis URL selects database 0: the gateway's and the workers'."""
     try:
-        database = redis_database(raw)
+        database = int(parse_url(url).get("db") or 0)  # as redis-py reads it: /03 is 3
     except ValueError as exc:
         raise ValueError(f"cannot be read: {exc}") from None
     if database != 0:
@@ -146,12 +152,6 @@ def _redis_url(raw: str) -> str:
             f"selects database {database}: Redis pub/sub ignores the database, so the "
             "streams of two databases would mix; the gateway and its workers use database "
             "0 (a separate Redis, or a tenant each, keeps deployments apart)")
-    return raw
-
-
-def redis_database(url: str) -> int:
-    """The database a Redis URL selects, as redis-py reads it (``/03`` is 3)."""
-    return int(parse_url(url).get("db") or 0)
 
 
 def _redacted(url: str) -> str:

@@ -18,7 +18,7 @@ import redis.asyncio
 from gateway.contract import script
 from gateway.contract.keys import DEFAULT_TENANT
 from gateway.contract.script import _UNSET, Call, Lifetimes, Snapshot
-from gateway.settings import redis_database
+from gateway.settings import require_database_0
 
 R = TypeVar("R")
 _Awaitable = Coroutine[Any, Any, Snapshot]
@@ -27,11 +27,10 @@ _DEFAULTS = Lifetimes()
 
 
 def _database_0(url: str) -> None:
-    database = redis_database(url)
-    if database != 0:
-        raise ValueError(
-            f"the Redis URL selects database {database}: Redis pub/sub ignores the database, "
-            "so the gateway and its workers use database 0")
+    try:
+        require_database_0(url)
+    except ValueError as exc:
+        raise ValueError(f"the Redis URL {exc}") from None
 
 
 class _Operations(Generic[R]):
