@@ -24,9 +24,10 @@ access_log = logging.getLogger("gateway.access")
 # The query parameters of the API, and the shape their values have (job ids, statuses,
 # numbers, event ids: all within this).
 _LOGGED = frozenset({"job_id", "status", "limit", "cursor", "last_event_id"})
-_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_VALUE = r"[A-Za-z0-9_-]{1,128}"
+_PLAIN_VALUE = re.compile(_VALUE)
 _PLAIN_QUERY = re.compile(  # a query of nothing else, written as it is (the common case)
-    r"(?:(?:job_id|status|limit|cursor|last_event_id)=[A-Za-z0-9_-]{1,128}(?:&(?!$)|$))+")
+    rf"(?:(?:{'|'.join(sorted(_LOGGED))})={_VALUE}(?:&(?!$)|$))+")
 
 
 def redact_query(query: str) -> str:
