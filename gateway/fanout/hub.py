@@ -96,7 +96,7 @@ class Hub:
             try:
                 yield hub
             finally:
-                hub.finish_all(bytes)
+                hub.finish_all()
                 tg.cancel_scope.cancel()
 
     async def _timer_loop(self) -> None:
@@ -328,10 +328,10 @@ class Hub:
             if watcher.close_on_terminal or not single_job_only:
                 watcher.finish()
 
-    def finish_all(self, last_frame: Callable[[], bytes]) -> None:
+    def finish_all(self, last_frame: Callable[[], bytes] | None = None) -> None:
         """End every open stream after what is pending, with ``last_frame()`` last."""
         for watcher in list(self._watchers):
-            watcher.finish(last_frame())
+            watcher.finish(last_frame() if last_frame is not None else b"")
 
     # -- gauges -------------------------------------------------------------------------
 
