@@ -101,6 +101,12 @@ class Reads:
         self._conn = conn
         return conn
 
+    async def __aenter__(self) -> Reads:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         connecting, self._connecting = self._connecting, None
         if connecting is not None:

@@ -21,14 +21,11 @@ def reads_clients(r: redis.Redis) -> list[dict[str, str]]:
 
 async def test_concurrent_reads_share_one_connection(redis_url: str, r: redis.Redis) -> None:
     r.set("k", "v")
-    reads = Reads(redis_url, timeout=2)
-    try:
+    async with Reads(redis_url, timeout=2) as reads:
         results = await asyncio.gather(*(reads.request("GET", "k") for _ in range(50)))
         assert results == [b"v"] * 50
         assert await reads.request_many([("GET", "k"), ("EXISTS", "k")]) == [b"v", 1]
         assert len(reads_clients(r)) == 1
-    finally:
-        await reads.aclose()
     for _ in range(500):  # the server sees the close a moment later
         if not reads_clients(r):
             break
@@ -38,36 +35,29 @@ async def test_concurrent_reads_share_one_connection(redis_url: str, r: redis.Re
 
 async def test_a_refused_read_is_backend_unavailable(redis_url: str, r: redis.Redis) -> None:
     r.set("k", "v")
-    reads = Reads(redis_url, timeout=2)
-    try:
+    async with Reads(redis_url, timeout=2) as reads:
         with pytest.raises(BackendUnavailable, match="WRONGTYPE"):
             await reads.request_many([("GET", "k"), ("HGET", "k", "f")])
         assert await reads.request("GET", "k") == b"v"
-    finally:
-        await reads.aclose()
 
 
 async def test_a_stale_connection_is_replaced_and_the_read_retried_once(
     redis_url: str, r: redis.Redis
 ) -> None:
     r.set("k", "v")
-    reads = Reads(redis_url, timeout=2)
-    try:
+    async with Reads(redis_url, timeout=2) as reads:
         assert await reads.request("GET", "k") == b"v"
         killed = r.client_kill_filter(_id=int(reads_clients(r)[0]["id"]))
         assert killed == 1
         await asyncio.sleep(0.05)
         assert await reads.request("GET", "k") == b"v"  # no error reached the caller
-    finally:
-        await reads.aclose()
 
 
 async def test_a_silent_redis_costs_one_bounded_wait_then_reads_reconnect(
     redis_url: str, r: redis.Redis
 ) -> None:
     r.set("k", "v")
-    reads = Reads(redis_url, timeout=0.2)
-    try:
+    async with Reads(redis_url, timeout=0.2) as reads:
         assert await reads.request("GET", "k") == b"v"
         first = reads_clients(r)[0]["id"]
         r.execute_command("CLIENT", "PAUSE", "1000", "ALL")
@@ -78,28 +68,20 @@ async def test_a_silent_redis_costs_one_bounded_wait_then_reads_reconnect(
             r.execute_command("CLIENT", "UNPAUSE")
         assert await reads.request("GET", "k") == b"v"
         assert [c["id"] for c in reads_clients(r)] != [first]
-    finally:
-        await reads.aclose()
 
 
 async def test_no_redis_at_all_is_backend_unavailable_in_time() -> None:
-    reads = Reads(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
-    try:
+    async with Reads(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5) as reads:
         with pytest.raises(BackendUnavailable):
             await reads.request("GET", "k")
-    finally:
-        await reads.aclose()
 
 
 async def test_reads_come_back_with_redis() -> None:
     with EmbeddedRedis() as server:
-        reads = Reads(server.url, timeout=0.5)
-        try:
+        async with Reads(server.url, timeout=0.5) as reads:
             assert await reads.request("PING") == b"PONG"
             server.stop()
             with pytest.raises(BackendUnavailable):
                 await reads.request("PING")
             server.start()
             assert await reads.request("PING") == b"PONG"
-        finally:
-            await reads.aclose()
