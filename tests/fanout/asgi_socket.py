@@ -6,8 +6,15 @@ import asyncio
 from typing import Any
 
 
+async def settle() -> None:
+    """Let the event loop run what the test set in motion (callbacks, resumed writes)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
 class Socket:
-    """An ASGI send whose writes complete at once until ``full`` is set."""
+    """An ASGI send whose writes complete at once until ``fill()``, and wait from then
+    until ``drain()``."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
-from asgi_socket import Socket
+from asgi_socket import Socket, settle
 from scripted import ScriptedBackend, record
 
 from gateway.contract import frames, keys
@@ -32,11 +32,6 @@ def payload(job: str, version: int, seq: int, status: str = "running",
         job.encode(), status.encode(), version)
     return b"%s-%d %s %d %s 0 %s\n%s" % (epoch.encode(), seq, event.encode(), version,
                                          status.encode(), job.encode(), data)
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
 
 
 @pytest.fixture

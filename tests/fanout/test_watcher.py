@@ -6,10 +6,8 @@ async function like a server's, which waits on a future while "the socket is ful
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from asgi_socket import Socket
+from asgi_socket import Socket, settle
 
 from gateway.contract.events import Message
 from gateway.contract.frames import HEARTBEAT
@@ -47,8 +45,7 @@ async def test_a_slow_client_holds_one_pending_message_per_job() -> None:
         watcher.deliver(message("a" if seq % 2 else "b", seq, seq=seq))
     assert len(watcher._pending) == 2  # one per job, however many came
     socket.drain()
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await settle()
     # The write in flight, then the newest of each job, in seq order.
     assert socket.events() == [("progress", "epoch1-1"), ("progress", "epoch1-2000"),
                                ("progress", "epoch1-2001")]
@@ -64,8 +61,7 @@ async def test_a_skipped_status_change_is_reported_as_status() -> None:
     watcher.deliver(message("a", 3, seq=3, status="running", event="status"))
     watcher.deliver(message("a", 4, seq=4, status="running"))  # replaces the status change
     socket.drain()
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await settle()
     assert socket.events() == [("progress", "epoch1-2"), ("status", "epoch1-4")]
 
 
@@ -89,8 +85,7 @@ async def test_heartbeats_skip_a_stream_that_is_busy_writing() -> None:
     watcher.deliver(message("a", 1, seq=1))
     watcher.heartbeat()
     socket.drain()
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await settle()
     assert socket.bodies.count(HEARTBEAT) == 1
 
 
@@ -103,8 +98,7 @@ async def test_finish_writes_what_waits_then_ends() -> None:
     watcher.deliver(message("b", 1, seq=2))
     watcher.finish(b"retry: 5000\n\n")
     socket.drain()
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await settle()
     assert socket.bodies[-1] == b"retry: 5000\n\n" and socket.more[-1] is False
     assert [e[1] for e in socket.events()] == ["epoch1-1", "epoch1-2"]
     assert watcher.closed
@@ -118,8 +112,7 @@ async def test_a_discarded_watcher_abandons_its_write() -> None:
     watcher.deliver(message("a", 1, seq=1))
     watcher.discard()
     socket.drain()
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await settle()
     watcher.deliver(message("a", 2, seq=2))
     assert socket.bodies == []
 
