@@ -30,6 +30,7 @@ def documented_acl() -> dict[str, list[str]]:
 @pytest.fixture
 def acl_users(r: redis.Redis) -> dict[str, str]:
     users = documented_acl()
+    r.acl_log_reset()
     for user, rules in users.items():
         r.execute_command("ACL", "SETUSER", user, "reset", *rules)
     yield {user: f"pw-{user}" for user in users}
@@ -59,9 +60,31 @@ def test_a_gateway_and_a_worker_work_under_the_documented_acl(
         assert (last.event, json.loads(last.data)["status"]) == ("status", "completed")
         assert client.get("/v1/jobs").json()["jobs"][0]["status"] == "completed"
         assert client.get("/v1/jobs/acl/download").status_code == 307
+        # The multi-job streams read the tenant's index and active set: opened afresh,
+        # and resumed (named jobs, and the whole tenant).
+        assert client.post("/v1/jobs", json={"job_id": "acl2"}).status_code == 201
+        opened = []
+        for path in ("/v1/jobs", "/v1/jobs?job_id=acl&job_id=acl2"):
+            for resume in ({}, {"Last-Event-ID": last.id}):
+                with connect_sse(client, "GET", path, headers=resume) as source:
+                    assert source.response.status_code == 200, (path, resume,
+                                                                source.response.read())
+                    first = next(e for e in source.iter_sse() if e.data)  # past `retry:`
+                    opened.append((first.event, json.loads(first.data)["job_id"]))
+        # The tenant's jobs not ended, then what changed since; both named jobs, then
+        # the one that changed since.
+        assert opened == [("snapshot", "acl2"), ("snapshot", "acl2"), ("snapshot", "acl"),
+                          ("snapshot", "acl2")]
+        assert client.post("/v1/jobs/acl2/cancel").status_code == 202
         assert client.delete("/v1/jobs/acl").status_code == 204
         time.sleep(0.5)  # the probe has published and been heard a few times
         assert client.get("/readyz").status_code == 200
     assert "NOPERM" not in gateway.output() and "refused" not in gateway.output()
+    # Nothing either user ran was refused, whatever became of it, but the two optional
+    # commands: naming a connection (the gateway's CLIENT SETNAME, redis-py's SETINFO).
+    optional = {"client|setname", "client|setinfo"}
+    refused = [(e["username"], e["object"]) for e in r.acl_log()
+               if e["username"] in acl_users and e["object"] not in optional]
+    assert refused == []
     # Without CLIENT SETNAME the gateway's connections just go unnamed.
     assert not [c for c in r.client_list() if c["user"] == "gateway" and c["name"]]
