@@ -30,6 +30,7 @@ class Reads:
         self._timeout = timeout
         self._conn: RedisConnection | None = None
         self._connecting: asyncio.Task[RedisConnection] | None = None
+        self._reported: str | None = None  # the last refusal logged
 
     async def request(self, *args: str | bytes) -> Reply:
         """Run one command; BackendUnavailable when Redis does not answer in time."""
@@ -43,7 +44,7 @@ class Reads:
         replies: list[Reply] = await self._run(commands[0], commands)
         for reply in replies:
             if isinstance(reply, Refused):
-                raise BackendUnavailable(str(reply))
+                raise self._refused(reply)
         return replies
 
     async def _run(self, args: tuple[str | bytes, ...],
@@ -69,12 +70,24 @@ class Reads:
                 self._drop(conn)  # presumed dead (a silent network): the next read reconnects
                 raise BackendUnavailable(f"Redis did not answer {args[0]!r} in time") from None
             except Refused as exc:
-                raise BackendUnavailable(str(exc)) from exc
+                raise self._refused(exc) from exc
             except (ConnectionError, OSError) as exc:
                 self._drop(conn)
                 if fresh or tries == 2:
                     raise BackendUnavailable(str(exc)) from exc
         raise AssertionError("unreachable")
+
+    def _refused(self, refusal: Refused) -> BackendUnavailable:
+        """A read Redis refused is no outage: a request that needs it answers 503 all the
+        same, and the log says why, once per distinct reply while it repeats."""
+        text = str(refusal)
+        if text != self._reported:
+            self._reported = text
+            hint = (" The Redis user needs every command of the README's \"Redis "
+                    "permissions\" line." if "NOPERM" in text else "")
+            log.error("Redis refused a read: %s.%s Requests that need it answer 503.",
+                      text, hint)
+        return BackendUnavailable(text)
 
     def _drop(self, conn: RedisConnection | None) -> None:
         if conn is not None:

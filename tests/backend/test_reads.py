@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import pytest
@@ -85,3 +86,23 @@ async def test_reads_come_back_with_redis() -> None:
                 await reads.request("PING")
             server.start()
             assert await reads.request("PING") == b"PONG"
+
+
+async def test_a_refused_read_is_logged_once_while_it_repeats(
+    redis_url: str, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    r.execute_command("ACL", "SETUSER", "reader", "reset", "on", ">pw", "~*", "+ping", "+get",
+                      "+client|setname")
+    try:
+        url = redis_url.replace("redis://", "redis://reader:pw@")
+        with caplog.at_level(logging.ERROR, logger="gateway.backend"):
+            async with Reads(url, timeout=2) as reads:
+                for _ in range(3):
+                    with pytest.raises(BackendUnavailable, match="NOPERM"):
+                        await reads.request("ZCARD", "k")
+                assert await reads.request("GET", "k") is None  # the connection is fine
+        logged = [rec.getMessage() for rec in caplog.records if rec.name == "gateway.backend"]
+        assert len(logged) == 1, logged
+        assert "NOPERM" in logged[0] and "Redis permissions" in logged[0]
+    finally:
+        r.execute_command("ACL", "DELUSER", "reader")
