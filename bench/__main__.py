@@ -67,7 +67,8 @@ _CLIENT_RESERVE = 200
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench", description="Benchmarks of issue 5.")
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Benchmarks: the gateway, a naive Starlette app and nchan.")
     parser.add_argument("--quick", action="store_true", help="small counts, under 2 minutes")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)}")

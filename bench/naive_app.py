@@ -2,9 +2,9 @@
 
 One ``redis.asyncio`` pub/sub (so one Redis connection) per client, sse-starlette's
 ``EventSourceResponse`` with its default 15 s ping, and ``GET /v1/jobs/{id}`` as JSON
-read from Redis. It speaks the gateway's Redis protocol (DESIGN.md section 4) so that the
-same workers drive it: the snapshot is the job hash's ``snapshot`` field, a channel
-message is a header line then the snapshot.
+read from Redis. It speaks the gateway's Redis protocol (README, Workers in other
+languages) so that the same workers drive it: the snapshot is the job hash's
+``snapshot`` field, a channel message is a header line then the snapshot.
 
     REDIS_URL=redis://127.0.0.1:6379/0 python -m bench.naive_app --port 8001
 """

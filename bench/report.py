@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.measure import Profile, median
@@ -216,9 +217,9 @@ for the first frame) is about half, and a bare ASGI handler pays it too; `write(
 calls are a quarter in all (uvicorn's two per stream, and the gateway's SUBSCRIBE and
 snapshot read, batched per turn of the event loop but still 13 %); what the contract asks
 of every stream and nchan does not do (subscribe, wait for Redis to confirm, then read the
-snapshot, DESIGN.md section 3) is about 15 %; the rest is spread thin (negotiation, the
+snapshot, README, Event streams) is about 15 %; the rest is spread thin (negotiation, the
 access log, request ids, header parsing). This version moved it from 1,790 to about 6,500
-streams/s: Starlette's middleware and router left the stream path (`gateway/front.py`), the
+streams/s: Starlette's middleware and router left the stream path (`gateway/web/front.py`), the
 garbage collector no longer rescans every open stream (`gc.freeze()` after start-up and a
 50,000 young-generation threshold), snapshot reads go through one pipelined hiredis
 connection instead of redis-py, and nothing per stream looks up the running loop or the
@@ -339,8 +340,12 @@ def _baseline_text(builds: dict[str, str], scenarios: list[str]) -> str:
             "above).")
 
 
+# A profile names the project's own files from this checkout's root.
+_CHECKOUT = str(Path(__file__).resolve().parents[1]) + "/"
+
+
 def _source(where: str) -> str:
-    for marker in ("site-packages/", "/lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3.11/", _CHECKOUT):
         if marker in where:
             return where.split(marker, 1)[1]
     return where

@@ -274,7 +274,7 @@ async def _burst(bench: Bench, c: Contender, swarm: Swarm, jobs: list[str], per_
     sent = asyncio.ensure_future(bench.call(publish.burst, c.target, jobs, per_job, first))
     try:
         # Until every event arrived, or nothing arrived for 5 s once publishing ended
-        # (a server may fold a slow client's updates together: DESIGN.md section 3).
+        # (a server may fold a slow client's updates together: README, Event streams).
         deadline = asyncio.get_running_loop().time() + bench.plan.drain_timeout
         seen, quiet_since = swarm.events, asyncio.get_running_loop().time()
         while swarm.events < expected and asyncio.get_running_loop().time() < deadline:

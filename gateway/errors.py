@@ -8,7 +8,7 @@ class GatewayError(Exception):
 
 
 class BackendUnavailable(GatewayError):
-    """Redis did not answer in time; a request gets 503 (DESIGN.md section 2)."""
+    """Redis did not answer in time; a request gets 503 (README, HTTP API)."""
 
 
 class ChangeRefused(GatewayError):

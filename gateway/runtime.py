@@ -36,7 +36,7 @@ def tune_gc() -> None:
 
 @contextmanager
 def streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Iterator[None]:
-    """On SIGTERM/SIGINT, end every open stream with a ``retry:`` (DESIGN.md section 5),
+    """On SIGTERM/SIGINT, end every open stream with a ``retry:`` (docs/architecture.md),
     and let a stop that went well exit 0.
 
     An ASGI server waits for open responses before it runs the lifespan shutdown, so the

@@ -1,4 +1,5 @@
-"""The worker library: how conversion workers report a job's life (DESIGN.md section 4).
+"""The worker library: how conversion workers report a job's life (README, The worker
+library).
 
 Two flavours with the same methods: ``Worker`` for asyncio code (every method returns an
 awaitable) and ``SyncWorker`` for plain code. Every method runs the update script once

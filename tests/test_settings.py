@@ -1,4 +1,4 @@
-"""Settings from the environment, checked at start-up (DESIGN.md section 6)."""
+"""Settings from the environment, checked at start-up (README, Settings)."""
 
 from __future__ import annotations
 

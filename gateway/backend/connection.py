@@ -4,7 +4,7 @@ Replies are parsed in ``data_received`` and handed on the spot: to the command w
 for them (Redis answers in order on one connection), or, when none waits, to a callback.
 The pub/sub connection (gateway.backend.subscriber) uses the callback, so that a message
 goes from the socket to every watcher's ``send`` without a task switch or an await per
-message (DESIGN.md section 5); the request reads (gateway.backend.reads) pipeline many
+message (docs/architecture.md); the request reads (gateway.backend.reads) pipeline many
 commands on one connection. Commands are batched into one write per turn of the event
 loop. Why this and not redis-py on these two paths: docs/architecture.md.
 """

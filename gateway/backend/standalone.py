@@ -1,4 +1,4 @@
-"""The backend on one Redis/Valkey server: today's topology (DESIGN.md section 5).
+"""The backend on one Redis/Valkey server: today's topology (docs/architecture.md).
 
 Reads go through one pipelined connection (gateway.backend.reads), channels through one
 pub/sub connection (gateway.backend.subscriber); the update script runs on redis-py,

@@ -1,6 +1,6 @@
 """One pub/sub connection that stays up: reconnects, resubscribes, and checks itself.
 
-DESIGN.md section 5: one subscriber connection per gateway process (per shard, on a
+docs/architecture.md: one subscriber connection per gateway process (per shard, on a
 cluster), shared by every stream. It subscribes what the fan-out asks for, tells which
 subscriptions Redis confirmed, and after a loss reconnects with jittered backoff,
 resubscribes everything and says which channels may have missed messages. A

@@ -57,7 +57,7 @@ class ErrorInfo:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A job snapshot (DESIGN.md section 1)."""
+    """A job snapshot (README, The job snapshot)."""
 
     job_id: str
     status: str

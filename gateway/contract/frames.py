@@ -1,4 +1,4 @@
-"""The bytes of an event stream, and the ASGI messages that carry them (DESIGN.md s. 3).
+"""The bytes of an event stream, and the ASGI messages that carry them (README, Event streams).
 
 Everything a stream writes is built here: its headers, the ``retry:`` field, event
 frames, the ``unknown`` report, heartbeats. The encoding is sse-starlette's

@@ -1,4 +1,4 @@
-"""Redis key and channel names: built here and nowhere else (DESIGN.md sections 4 and 6).
+"""Redis key and channel names: built here and nowhere else (README, Workers in other languages).
 
 Every key of a tenant carries the tenant in a hash tag, ``{T}``, so that the update script
 can touch all of them atomically, also on Redis Cluster. A job's channel has the same
@@ -11,7 +11,7 @@ import re
 
 DEFAULT_TENANT = "default"
 
-# DESIGN.md section 1: 1-128 characters of [A-Za-z0-9_-]; checked before any Redis command
+# README, The job snapshot: 1-128 characters of [A-Za-z0-9_-]; checked before any Redis command
 # so that user input never reaches a key pattern or a pattern subscription.
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 

@@ -1,4 +1,4 @@
-"""A job as the update script stores it (DESIGN.md sections 1 and 4)."""
+"""A job as the update script stores it (README: The job snapshot; Workers in other languages)."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class Record:
 
     def catch_up_event(self, seen_seq: int) -> str:
         """The event that brings a client who saw this job at ``seen_seq`` up to date
-        (DESIGN.md section 3): ``status`` when the status moved since, else ``progress``."""
+        (README, Event streams): ``status`` when the status moved since, else ``progress``."""
         return "status" if self.status_seq > seen_seq else "progress"
 
     def output_expired(self, now: float) -> bool:
@@ -104,7 +104,8 @@ class Record:
         return etag(f"{self.epoch}-{self.seq}", expired=self.output_expired(now))
 
     def body(self, now: float | None = None) -> bytes:
-        """The snapshot as served: ``output`` reads null once it expired (DESIGN.md s. 1)."""
+        """The snapshot as served: ``output`` reads null once it expired (README, The job
+        snapshot)."""
         if self.output_expired(time.time() if now is None else now):
             try:
                 document = json.loads(self.snapshot)

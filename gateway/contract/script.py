@@ -36,7 +36,7 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Lifetimes:
-    """How long a job's record and its output live (DESIGN.md section 1)."""
+    """How long a job's record and its output live (README, The job snapshot)."""
 
     retention_seconds: int = 24 * 3600  # the record, after the job ended
     output_ttl_seconds: int = 3600  # the output, after completion
@@ -116,6 +116,6 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def new_job_id(now_ms: int) -> str:
-    """A ULID: 26 characters, sortable by creation time, like the ids in DESIGN.md."""
+    """A ULID: 26 characters, sortable by creation time."""
     value = (now_ms << 80) | secrets.randbits(80)
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))

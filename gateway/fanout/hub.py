@@ -1,6 +1,6 @@
 """The hub: which streams watch which channels, and the fan-out of every message to them.
 
-DESIGN.md section 5: a channel is subscribed when its first local watcher arrives and
+docs/architecture.md: a channel is subscribed when its first local watcher arrives and
 unsubscribed when the last leaves; each message is parsed and encoded once, and the same
 bytes are written to every watcher. One timer drives every stream's heartbeat and send
 timeout. The hub knows channels and watchers, never sockets: Redis is behind the backend
@@ -183,8 +183,8 @@ class Hub:
 
     def on_messages(self, batch: list[tuple[bytes, bytes]]) -> int:
         """Fan out the messages of one read: of several messages of one job on a channel,
-        only the newest (a burst: intermediate progress may be skipped, DESIGN.md
-        section 3, and a watcher labels it `status` when the status moved since it last
+        only the newest (a burst: intermediate progress may be skipped, README,
+        Event streams, and a watcher labels it `status` when the status moved since it last
         wrote). Returns the writes made."""
         if len(batch) == 1:
             name, payload = batch[0]
@@ -240,7 +240,7 @@ class Hub:
                 channel.resync_owed, channel.lost_at = True, channel.last
 
     def on_restored(self, channels: Collection[bytes]) -> None:
-        """Re-read what the watchers of ``channels`` may have missed (DESIGN.md s. 5)."""
+        """Re-read what the watchers of ``channels`` may have missed (docs/architecture.md)."""
         if self._tasks is not None:
             self._tasks.start_soon(self._resync_until_done, list(channels), self._generation)
 

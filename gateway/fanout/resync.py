@@ -1,6 +1,6 @@
 """After channels are restored: send what changed while their connection was away.
 
-DESIGN.md section 5: streams stay open through a Redis outage; once the backend has
+docs/architecture.md: streams stay open through a Redis outage; once the backend has
 resubscribed, the hub re-reads the snapshots of every watched job and sends those that
 moved (watchers drop what they already have). A tenant channel gets every job changed
 after where it stood when its connection was lost, from the tenant index.

@@ -1,6 +1,6 @@
 """An ASGI ``send`` driven by hand: the one place that reaches into asyncio's internals.
 
-DESIGN.md section 5 keeps the stream path lean: no task per write, no task per stream
+docs/architecture.md keeps the stream path lean: no task per write, no task per stream
 but its own. The hub calls a stream's ``send`` straight from ``data_received``; a write
 the server completes at once (the socket buffer has room: the common case) costs one
 ``coroutine.send(None)`` and nothing else. A write that has to wait (the client is slow)

@@ -1,4 +1,4 @@
-"""What users do to a job besides reading it: cancel, delete, download (DESIGN.md s. 2).
+"""What users do to a job besides reading it: cancel, delete, download (README, HTTP API).
 
 Cancel and delete run the update script like any worker change, so their watchers see
 them at once (a ``status`` or ``deleted`` event) and the transition rules stay in one

@@ -44,7 +44,7 @@ class Context:
         self._accept = accept
         self.request_id = given if given and _REQUEST_ID.fullmatch(given) else _new_request_id()
         # Every key and channel a request touches is its tenant's. One tenant until API
-        # keys exist; the credential will set it here (DESIGN.md section 2).
+        # keys exist; the credential will set it here (README, HTTP API).
         self.tenant = keys.DEFAULT_TENANT
         # Response headers that every answer carries.
         self.headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]

@@ -1,4 +1,4 @@
-"""``GET /v1/jobs/{id}``: one job, as a JSON snapshot or an event stream (DESIGN.md s. 2)."""
+"""``GET /v1/jobs/{id}``: one job, as a JSON snapshot or an event stream (README, HTTP API)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from gateway.web.negotiation import Representation
 from gateway.web.services import Services
 from gateway.web.types import Reply
 
-# DESIGN.md section 2: the polite polling interval of a job that is not done.
+# README, HTTP API: the polite polling interval of a job that is not done.
 POLL_INTERVAL_SECONDS = 2
 
 

@@ -1,4 +1,4 @@
-"""Content negotiation on ``Accept`` (DESIGN.md section 2).
+"""Content negotiation on ``Accept`` (README, HTTP API).
 
 JSON for ``application/json``, ``application/*``, ``*/*`` or no header; the event stream
 for ``text/event-stream``. Each type takes the q-value of the most specific range that
@@ -19,7 +19,7 @@ class Representation(Enum):
 
 
 # The ranges that match each representation, most specific first. application/event-stream
-# is what one vendor API in shared/reference documents for its event stream; it is taken
+# is what one vendor's job status API documents for its event stream; it is taken
 # as a synonym so that its clients work unchanged.
 _MATCHES = {
     Representation.JSON: (("application", "json"), ("application", "*"), ("*", "*")),

@@ -1,7 +1,7 @@
 """Request parameters, checked: the job id rule, numbers in range, resume positions.
 
 Every job id a request names passes ``keys.valid_job_id`` here before any Redis command
-(DESIGN.md section 1); a bad parameter is a 400 that names it.
+(README, The job snapshot); a bad parameter is a 400 that names it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from gateway.contract import keys
 from gateway.contract.events import EventId
 from gateway.web import problems
 
-# DESIGN.md section 2: the longest a long-poll (Prefer: wait=N) is held.
+# README, HTTP API: the longest a long-poll (Prefer: wait=N) is held.
 MAX_WAIT_SECONDS = 60
 
 

@@ -1,4 +1,4 @@
-"""Error answers: ``{"error": "<code>", "detail": "<human text>"}`` (DESIGN.md section 2).
+"""Error answers: ``{"error": "<code>", "detail": "<human text>"}`` (README, HTTP API).
 
 Endpoints raise ApiError; the front (gateway.web.front) turns it into the response.
 """

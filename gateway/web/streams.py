@@ -1,7 +1,7 @@
-"""The event stream of ``GET /v1/jobs/{id}`` (DESIGN.md section 3), on the lean path.
+"""The event stream of ``GET /v1/jobs/{id}`` (README, Event streams), on the lean path.
 
 The stream is a plain ASGI exchange: no task group, no disconnect listener, no per-stream
-heartbeat task (DESIGN.md section 5). Its one task writes the opening frames, hands the
+heartbeat task (docs/architecture.md). Its one task writes the opening frames, hands the
 stream to the hub, and then waits for the client to leave.
 """
 
@@ -31,7 +31,7 @@ async def head(context: Context, send: Send, status: int = 200) -> None:
 def opening_event(record: Record, last: EventId | None) -> str | None:
     """What a (re)connecting client gets first: an event name, or None when up to date.
 
-    DESIGN.md section 3: an id from another epoch, or none, gets a fresh ``snapshot``; an id
+    README, Event streams: an id from another epoch, or none, gets a fresh ``snapshot``; an id
     of this epoch that is behind gets the current snapshot as ``status`` when the status
     moved since then and as ``progress`` otherwise; an id at the job's last change gets
     nothing until the next change. An id past it cannot be a position in this job's

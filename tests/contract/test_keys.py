@@ -1,4 +1,5 @@
-"""Key and channel names, and the job id rule (DESIGN.md sections 1 and 4)."""
+"""Key and channel names, and the job id rule (README: The job snapshot; Workers in other
+languages)."""
 
 from __future__ import annotations
 

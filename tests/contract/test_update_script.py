@@ -1,4 +1,5 @@
-"""The update script's rules (DESIGN.md sections 1 and 4), through the sync worker."""
+"""The update script's rules (README: The job snapshot; Workers in other languages),
+through the sync worker."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def test_keys_and_arguments_that_disagree_are_refused(
     call = script.call("complete", "h", {}, tenant="default", lifetimes=LIFETIMES)
     keys_, args = list(call.keys), list(call.args)
     if change.get("keys") == "four":
-        keys_ = keys_[:4]  # the KEYS that DESIGN.md listed before
+        keys_ = keys_[:4]  # the four KEYS of the script's first version
     elif change.get("keys") == "other tenant":
         keys_[0] = keys.job_key("acme", "h")
     elif change.get("keys") == "other job":

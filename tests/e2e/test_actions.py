@@ -1,4 +1,4 @@
-"""Cancel, delete, download and long-poll (DESIGN.md section 2)."""
+"""Cancel, delete, download and long-poll (README, HTTP API)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A real browser's EventSource against the gateway: Debian's chromium, driven by Playwright.
 
-The browser is the client the event stream is for (DESIGN.md section 3): named events,
+The browser is the client the event stream is for (README, Event streams): named events,
 `Last-Event-ID` on reconnect, and 204 to stop it for good.
 """
 

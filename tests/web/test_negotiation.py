@@ -1,4 +1,4 @@
-"""Accept negotiation (DESIGN.md section 2), as a function."""
+"""Accept negotiation (README, HTTP API), as a function."""
 
 from __future__ import annotations
 
