@@ -40,6 +40,18 @@ def kernel_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
     return time.time_ns()
 
 
+def receive(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]] | OSError | None:
+    """One read of a non-blocking socket, with its ancillary data (the kernel's receive
+    timestamp: kernel_ns): None when nothing is there yet, the error if the socket failed."""
+    try:
+        data, ancillary, _, _ = sock.recvmsg(_RECV_BYTES, _ANCILLARY)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as exc:
+        return exc
+    return data, ancillary
+
+
 class Stream:
     """One SSE connection: socket, parser state and what it received."""
 
@@ -205,13 +217,13 @@ class Swarm:
         sock = stream.sock
         if sock is None:
             return
-        try:
-            data, ancillary, _, _ = sock.recvmsg(_RECV_BYTES, _ANCILLARY)
-        except (BlockingIOError, InterruptedError):
+        got = receive(sock)
+        if got is None:
             return
-        except OSError as exc:
-            self._fail(stream, errno.errorcode.get(exc.errno or 0, "recv"))
+        if isinstance(got, OSError):
+            self._fail(stream, errno.errorcode.get(got.errno or 0, "recv"))
             return
+        data, ancillary = got
         if not data:
             if stream.first_ns:
                 self.closed += 1
@@ -454,13 +466,13 @@ class Probe:
         sock = self._sock
         if sock is None:
             return
-        try:
-            data, ancillary, _, _ = sock.recvmsg(_RECV_BYTES, _ANCILLARY)
-        except (BlockingIOError, InterruptedError):
+        got = receive(sock)
+        if got is None:
             return
-        except OSError as exc:
-            self._settle(exc)
+        if isinstance(got, OSError):
+            self._settle(got)
             return
+        data, ancillary = got
         if not data:
             self.loop.remove_reader(sock.fileno())
             self._settle(ConnectionError("probe: the server closed the connection"))
