@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import random
 import signal
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -46,7 +45,7 @@ def streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Iterator[None]:
     loop = asyncio.get_running_loop()
 
     def end_streams() -> None:
-        hub.finish_all(lambda: frames.retry(random.randint(retry_ms, 2 * retry_ms)))
+        hub.finish_all(lambda: frames.retry_jittered(retry_ms))
 
     previous: dict[int, Any] = {}
 

@@ -10,6 +10,7 @@ same bytes (and the same ASGI body dict) go to every watcher (gateway.contract.e
 from __future__ import annotations
 
 import json
+import random
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,14 @@ NO_CONTENT_HEADERS = [(b"cache-control", b"no-cache"), (b"vary", b"Accept")]
 @lru_cache(maxsize=64)
 def retry(milliseconds: int) -> bytes:
     return ServerSentEvent(retry=milliseconds, sep=_SEP).encode()
+
+
+def retry_jittered(milliseconds: int) -> bytes:
+    """The last ``retry:`` of a stream the server ends (shutdown, age, a credential that
+    expired or was revoked): between 1x and 2x ``milliseconds``, so that the clients of
+    streams that end together do not all come back at once."""
+    return ServerSentEvent(retry=random.randint(milliseconds, 2 * milliseconds),
+                           sep=_SEP).encode()
 
 
 def event(event_id: bytes, name: bytes, data: bytes) -> bytes:
