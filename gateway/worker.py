@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 import redis
 import redis.asyncio
 
-from gateway.contract import script
+from gateway.contract import keys, script
 from gateway.contract.keys import DEFAULT_TENANT
 from gateway.contract.script import _UNSET, Call, Lifetimes, Snapshot
 from gateway.settings import require_database_0
@@ -49,7 +49,7 @@ class _Operations(Generic[R]):
         ``output_ttl_seconds``: how long its output lives after completion (1 h);
         ``active_ttl_seconds``: how long a job that has not ended lives after its last
         change (a week), so that a job abandoned by its worker does not stay for ever."""
-        self.tenant = tenant
+        self.tenant = keys.check_tenant(tenant)  # ValueError now, not at the first change
         self.lifetimes = Lifetimes(retention_seconds, output_ttl_seconds, active_ttl_seconds)
 
     def _run(self, call: Call) -> R:

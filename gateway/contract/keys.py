@@ -20,6 +20,24 @@ def valid_job_id(job_id: str) -> bool:
     return _JOB_ID.fullmatch(job_id) is not None
 
 
+# A tenant names every key and channel of its jobs inside a hash tag, so it can hold no
+# brace; it comes from a credential (README, Auth) or a worker's own setting, never from
+# a request. Lower case, so that "Acme" and "acme" are never two tenants by accident.
+_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def valid_tenant(tenant: str) -> bool:
+    return _TENANT.fullmatch(tenant) is not None
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant``, or ValueError saying what a tenant name may be."""
+    if not valid_tenant(tenant):
+        raise ValueError(f"{tenant[:80]!r} is not a tenant name: 1-64 characters of a-z, "
+                         "0-9, '_' and '-', starting with a letter or digit")
+    return tenant
+
+
 def _prefix(tenant: str) -> str:
     return f"gw:{{{tenant}}}:"
 
@@ -94,3 +112,4 @@ def script_keys(tenant: str, job_id: str) -> list[str]:
     """The KEYS of the update script, in the order ``update.lua`` reads them."""
     return [job_key(tenant, job_id), index_key(tenant), seq_key(tenant), epoch_key(tenant),
             active_key(tenant), expiry_key(tenant)]
+

@@ -65,6 +65,9 @@ def call(
     """The call of ``op``; ``publish`` is SPUBLISH where channels are sharded (a cluster)."""
     if not keys.valid_job_id(job_id):
         raise InvalidUpdate(job_id, op, "a job id is 1-128 characters of [A-Za-z0-9_-]", None)
+    if not keys.valid_tenant(tenant):
+        raise InvalidUpdate(job_id, op, "a tenant is 1-64 characters of [a-z0-9_-], "
+                            "starting with a letter or digit", None)
     args: list[str | int] = [
         op,
         job_id,
