@@ -7,19 +7,25 @@ unset), or under any ASGI server: ``uvicorn --factory gateway.app:create_app``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway import runtime
+from gateway.auth.keyring import Keyring, exposure_refusal
 from gateway.backend.standalone import StandaloneBackend
+from gateway.contract import frames
 from gateway.fanout.hub import Hub
 from gateway.observability import access
 from gateway.observability.metrics import Metrics
 from gateway.settings import Settings, SettingsError
 from gateway.web.front import Front
+from gateway.web.guard import Guard
 from gateway.web.routes import routes
 from gateway.web.services import Services
+
+log = logging.getLogger("gateway.auth")
 
 
 def create_app(settings: Settings | None = None) -> Front:
@@ -54,11 +60,35 @@ def create_app(settings: Settings | None = None) -> Front:
                 subscribe_timeout_seconds=settings.subscribe_timeout_seconds,
                 send_timeout_seconds=settings.send_timeout_seconds,
                 on_fanout=services.metrics.fanout_seconds.observe,
+                end_frame=lambda: frames.retry_jittered(settings.retry_ms),
             ) as hub,
+            Keyring.running(
+                backend,
+                host=settings.host,
+                insecure=settings.insecure,
+                token_secret=settings.token_secret.encode() if settings.token_secret else None,
+                on_revoked=hub.finish_owned,
+            ) as keyring,
         ):
-            services.backend, services.hub = backend, hub
+            services.backend, services.hub, services.keyring = backend, hub, keyring
+            _check_exposure(keyring, settings)
             runtime.tune_gc()
             with runtime.streams_end_on_exit_signal(hub, settings.retry_ms):
                 yield
 
-    return Front(routes(services), lifespan=lifespan, access_log=access.write)
+    return Front(routes(services), guard=Guard(services), lifespan=lifespan,
+                 access_log=access.write)
+
+
+def _check_exposure(keyring: Keyring, settings: Settings) -> None:
+    """Refuse to serve a public address without auth; say loudly when serving without it."""
+    if not keyring.loaded or keyring.has_keys:
+        return
+    refusal = exposure_refusal(settings.host, settings.insecure)
+    if refusal is not None:
+        raise SettingsError(f"GATEWAY_HOST={settings.host}: {refusal}")
+    log.warning(
+        "NO AUTH: no API key exists, so every /v1 request is served, as the tenant "
+        "'default', to anyone who can reach %s%s. Create a key to turn auth on (no restart "
+        "needed): REDIS_URL=... gateway keys create --tenant NAME --scope write",
+        settings.host, " (--insecure)" if settings.insecure else "")

@@ -1,4 +1,5 @@
-"""The ``gateway`` command: ``serve`` runs the gateway; ``job`` reports changes like a worker."""
+"""The ``gateway`` command: ``serve`` runs the gateway; ``keys`` manages API keys; ``job``
+reports changes like a worker; ``watch`` follows jobs in a terminal."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import redis.exceptions
 
+from gateway.contract.keys import DEFAULT_TENANT
 from gateway.errors import ChangeRefused
 from gateway.settings import Settings, SettingsError
 
@@ -32,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings,
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
+        insecure=settings.insecure or args.insecure,
     )
     with ExitStack() as stack:
         if settings.redis_url is None:
@@ -54,22 +57,104 @@ def _serve(args: argparse.Namespace) -> int:
             http=protocol(settings),
             timeout_keep_alive=settings.keepalive_seconds,
         )
-        # A stop by SIGTERM/SIGINT exits 0 (gateway.runtime).
-        Server(config).run()
-    return 0
+        # A stop by SIGTERM/SIGINT exits 0 (gateway.runtime); a start that failed (the app
+        # refused its settings, say: the log says why) exits 3, as uvicorn's own command.
+        uvicorn_server = Server(config)
+        uvicorn_server.run()
+    return 0 if uvicorn_server.started else 3
+
+
+def _redis_url(command: str) -> str | None:
+    url = Settings.from_env().redis_url  # checked as the gateway checks it
+    if not url:
+        print(f"gateway {command}: set REDIS_URL (`gateway serve` prints it)", file=sys.stderr)
+    return url
 
 
 def _worker_call(args: argparse.Namespace) -> int:
     from gateway.worker import SyncWorker
 
-    url = Settings.from_env().redis_url  # checked as the gateway checks it
+    url = _redis_url("job")
     if not url:
-        print("gateway job: set REDIS_URL (`gateway serve` prints it)", file=sys.stderr)
         return 2
-    with SyncWorker.from_url(url) as worker:
+    try:
+        worker = SyncWorker.from_url(url, tenant=args.tenant)
+    except ValueError as exc:
+        print(f"gateway job: --tenant: {exc}", file=sys.stderr)
+        return 2
+    with worker:
         snapshot = args.call(worker, args)
     print(json.dumps(snapshot, indent=2))
     return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import redis
+
+    from gateway.auth import apikeys
+    from gateway.auth.principal import Scope
+
+    url = _redis_url("keys")
+    if not url:
+        return 2
+    with redis.Redis.from_url(url) as client:
+        if args.op == "create":
+            try:
+                key, record = apikeys.create(client, args.tenant, Scope(args.scope), args.name)
+            except ValueError as exc:
+                print(f"gateway keys create: --tenant: {exc}", file=sys.stderr)
+                return 2
+            if args.json:
+                print(json.dumps({"key": key, "key_id": record.key_id, "tenant": record.tenant,
+                                  "scope": record.scope.value}))
+            else:
+                print(key)
+            return 0
+        if args.op == "list":
+            used = apikeys.last_used(client)
+            rows = [record.public(used.get(record.key_id)) for record in apikeys.records(client)
+                    if args.tenant is None or record.tenant == args.tenant]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                _table(rows)
+            return 0
+        revoked = apikeys.revoke(client, args.key_id)
+        if revoked is None:
+            print(f"gateway keys revoke: no key {args.key_id!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {revoked.key_id} (tenant {revoked.tenant}, {revoked.scope.value}) at "
+              f"{revoked.revoked_at}; gateways refuse it within 5 s", file=sys.stderr)
+        return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    columns = ["key_id", "tenant", "scope", "name", "created_at", "last_used_at", "revoked_at"]
+    cells = [[str(row[c] or "-") for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    for line in [columns, *cells]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+              .rstrip())
+
+
+def _keys_commands(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="create, list and revoke API keys (needs REDIS_URL)")
+    ops = keys.add_subparsers(dest="op", required=True)
+    p = ops.add_parser("create", help="make a key; prints it, once (Redis keeps only a hash)")
+    p.add_argument("--tenant", required=True, help="the tenant whose jobs the key reaches")
+    p.add_argument("--scope", required=True, choices=["read", "write"],
+                   help="read: GET, streams, downloads; write: also create, cancel, delete, "
+                        "and minting tokens")
+    p.add_argument("--name", default="", help="a note for `gateway keys list`")
+    p.add_argument("--json", action="store_true", help="print key, key_id, tenant, scope")
+    p.set_defaults(func=_keys)
+    p = ops.add_parser("list", help="every key (never the key itself)")
+    p.add_argument("--tenant", help="only this tenant's keys")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_keys)
+    p = ops.add_parser("revoke", help="stop a key (and the tokens it minted) within 5 s")
+    p.add_argument("key_id")
+    p.set_defaults(func=_keys)
 
 
 def _job_commands(sub: Any) -> None:
@@ -79,6 +164,8 @@ def _job_commands(sub: Any) -> None:
     def op(name: str, help: str, call: Callable[[Any, argparse.Namespace], Any]) -> Any:
         parser = ops.add_parser(name, help=help)
         parser.set_defaults(func=_worker_call, call=call)
+        parser.add_argument("--tenant", default=DEFAULT_TENANT,
+                            help=f"the job's tenant (default: {DEFAULT_TENANT})")
         return parser
 
     p = op("create", "register a queued job; prints its snapshot", lambda w, a: w.create(
@@ -132,7 +219,8 @@ def _watch(args: argparse.Namespace) -> int:
         print("gateway watch: name job ids, or --all for every job of the tenant",
               file=sys.stderr)
         return 2
-    return watch(args.url, args.job_ids or None, as_json=args.json)
+    return watch(args.url, args.job_ids or None, as_json=args.json,
+                 api_key=os.environ.get("GATEWAY_API_KEY") or None)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -141,7 +229,11 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway (embedded Redis when REDIS_URL is unset)")
     serve.add_argument("--host", help="default: GATEWAY_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, help="default: GATEWAY_PORT, PORT or 8000")
+    serve.add_argument("--insecure", action="store_true",
+                       help="serve without auth on a public address while no API key exists "
+                            "(GATEWAY_INSECURE=true)")
     serve.set_defaults(func=_serve)
+    _keys_commands(sub)
     _job_commands(sub)
     watch = sub.add_parser("watch", help="show jobs moving in the terminal")
     watch.add_argument("job_ids", nargs="*", metavar="ID")

@@ -57,6 +57,10 @@ class Settings:
     stream_open_max_jobs: int = 1000
     header_timeout_seconds: float = 10.0
     keepalive_seconds: int = 75
+    # README, Auth: serve without a key on a public address (never the default), and the
+    # secret that signs browser tokens (else one made once in Redis).
+    insecure: bool = False
+    token_secret: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,7 +90,8 @@ class _Reader:
         try:
             return parse(raw.strip())
         except ValueError as exc:
-            shown = raw if name != "REDIS_URL" else _redacted(raw)
+            shown = (_redacted(raw) if name == "REDIS_URL" else "REDACTED"
+                     if name in _SECRET else raw)
             raise SettingsError(f"{name}={shown!r}: {exc}") from None
 
 
@@ -164,6 +169,13 @@ def _redacted(url: str) -> str:
     return f"{scheme}://{user}:REDACTED@{host}"
 
 
+def _secret(raw: str) -> str:
+    if len(raw.encode()) < 32:
+        raise ValueError("must be at least 32 bytes long (64 hex digits from "
+                         "`openssl rand -hex 32`, say)")
+    return raw
+
+
 def _log_level(raw: str) -> str:
     level = raw.lower()
     if level not in ("critical", "error", "warning", "info", "debug", "trace"):
@@ -192,4 +204,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "stream_open_max_jobs": ("GATEWAY_STREAM_OPEN_MAX_JOBS", _positive_int),
     "header_timeout_seconds": ("GATEWAY_HEADER_TIMEOUT_SECONDS", _positive),
     "keepalive_seconds": ("GATEWAY_KEEPALIVE_SECONDS", _positive_int),
+    "insecure": ("GATEWAY_INSECURE", _boolean),
+    "token_secret": ("GATEWAY_TOKEN_SECRET", _secret),
 }
+# Variables whose value an error message never shows.
+_SECRET = frozenset({"GATEWAY_TOKEN_SECRET"})

@@ -30,6 +30,8 @@ def test_nothing_in_the_repository_points_outside_it() -> None:
 
 
 def _shown(value: object) -> str:
+    if value is None or value == ():
+        return "unset"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():

@@ -1,6 +1,6 @@
 """The package's layers import only downwards (docs/architecture.md).
 
-contract → backend → fanout → web, with errors, timers and observability below them
+contract → backend → fanout and auth → web, with errors, timers and observability below them
 all; the client shares the contract with the server and nothing else.
 """
 
@@ -18,7 +18,9 @@ ALLOWED = {
     "contract": {"contract", "errors"},
     "backend": {"backend", "contract", "errors", "timers", "observability"},
     "fanout": {"fanout", "backend", "contract", "errors", "timers", "observability"},
-    "web": {"web", "fanout", "backend", "contract", "errors", "observability", "settings"},
+    "auth": {"auth", "backend", "contract", "errors"},
+    "web": {"web", "auth", "fanout", "backend", "contract", "errors", "observability",
+            "settings"},
     "observability": {"observability", "web"},  # access.py types its context only
     "client": {"client", "contract", "errors"},
     "timers": set(),

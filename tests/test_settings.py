@@ -74,3 +74,16 @@ def test_the_command_stops_on_a_bad_value() -> None:
     assert result.returncode == 2
     assert "GATEWAY_HEARTBEAT_SECONDS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_auth_settings_are_read() -> None:
+    settings = Settings.from_env({
+        "GATEWAY_INSECURE": "true", "GATEWAY_TOKEN_SECRET": "s" * 32,
+    })
+    assert settings.insecure and settings.token_secret == "s" * 32
+
+
+def test_a_short_token_secret_is_refused_without_being_shown() -> None:
+    with pytest.raises(SettingsError, match="GATEWAY_TOKEN_SECRET") as refused:
+        Settings.from_env({"GATEWAY_TOKEN_SECRET": "hunter2-is-short"})
+    assert "hunter2" not in str(refused.value)

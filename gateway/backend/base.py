@@ -74,6 +74,20 @@ class Backend(Protocol):
     async def ping(self) -> bool:
         """Whether Redis answers requests now."""
 
+    # -- API keys (gateway.auth.keyring) ------------------------------------------------
+
+    async def api_keys_version(self) -> bytes | None:
+        """The version of the API keys: it moves whenever one is created or revoked."""
+
+    async def api_keys(self) -> dict[str, bytes]:
+        """Every API key's record, by key id."""
+
+    async def token_secret(self, candidate: bytes) -> bytes:
+        """The secret that signs tokens: ``candidate`` if no gateway made one before."""
+
+    async def note_key_use(self, used: dict[str, str]) -> None:
+        """Write down when keys were last used (key id → RFC 3339 time)."""
+
     # -- the one write ----------------------------------------------------------------
 
     async def change(self, op: str, job_id: str, payload: dict[str, Any], *, tenant: str,

@@ -140,6 +140,27 @@ class StandaloneBackend:
             return False
         return True
 
+    # -- API keys -----------------------------------------------------------------------
+
+    async def api_keys_version(self) -> bytes | None:
+        version = await self._reads.request("GET", keys.api_keys_version_key())
+        return version if isinstance(version, bytes) else None
+
+    async def api_keys(self) -> dict[str, bytes]:
+        rows = await self._reads.request("HGETALL", keys.api_keys_key())
+        return {rows[i].decode(): rows[i + 1] for i in range(0, len(rows), 2)}
+
+    async def token_secret(self, candidate: bytes) -> bytes:
+        name = keys.token_secret_key()
+        _, secret = await self._reads.request_many(
+            [("SET", name, candidate, "NX"), ("GET", name)])
+        assert isinstance(secret, bytes)
+        return secret
+
+    async def note_key_use(self, used: dict[str, str]) -> None:
+        pairs = [part for key_id, at in used.items() for part in (key_id, at)]
+        await self._reads.request("HSET", keys.api_keys_used_key(), *pairs)
+
     async def _publish(self, channel: bytes, payload: bytes) -> object:
         return await self._reads.request("PUBLISH", channel, payload)
 

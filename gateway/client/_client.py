@@ -248,15 +248,21 @@ def _timeout(connect: float) -> httpx.Timeout:
 _BROKEN = (httpx.TransportError,)
 
 
+def _auth(api_key: str | None) -> dict[str, str]:
+    """``api_key``: an API key or a token (README, Auth), sent on every request."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 # -- asyncio -----------------------------------------------------------------------------
 
 
 class AsyncClient:
     """``async with AsyncClient("http://gateway:8000") as c: job = await c.wait(id, 60)``."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, max_backoff: float = 30.0,
-                 http: httpx.AsyncClient | None = None) -> None:
-        self._http = http or httpx.AsyncClient(base_url=base_url, timeout=_timeout(timeout))
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 10.0,
+                 max_backoff: float = 30.0, http: httpx.AsyncClient | None = None) -> None:
+        self._http = http or httpx.AsyncClient(base_url=base_url, timeout=_timeout(timeout),
+                                           headers=_auth(api_key))
         self._max_backoff = max_backoff
 
     async def __aenter__(self) -> AsyncClient:
@@ -335,9 +341,10 @@ class AsyncClient:
 class Client:
     """The blocking twin of AsyncClient: ``Client(url).wait(job_id, 60)``."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, max_backoff: float = 30.0,
-                 http: httpx.Client | None = None) -> None:
-        self._http = http or httpx.Client(base_url=base_url, timeout=_timeout(timeout))
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 10.0,
+                 max_backoff: float = 30.0, http: httpx.Client | None = None) -> None:
+        self._http = http or httpx.Client(base_url=base_url, timeout=_timeout(timeout),
+                                           headers=_auth(api_key))
         self._max_backoff = max_backoff
 
     def __enter__(self) -> Client:

@@ -52,7 +52,8 @@ class _View:
             self.ended[job.job_id] = job.status
 
 
-def watch(url: str, job_ids: list[str] | None, *, as_json: bool) -> int:
+def watch(url: str, job_ids: list[str] | None, *, as_json: bool,
+          api_key: str | None = None) -> int:
     console = Console(stderr=False)
     progress = None if as_json else Progress(
         TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
@@ -67,7 +68,7 @@ def watch(url: str, job_ids: list[str] | None, *, as_json: bool) -> int:
         print(f"gateway watch: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
         return 2
     try:
-        with Client(url) as client:
+        with Client(url, api_key=api_key) as client:
             if progress is not None:
                 progress.start()
             try:

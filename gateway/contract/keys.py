@@ -113,3 +113,29 @@ def script_keys(tenant: str, job_id: str) -> list[str]:
     return [job_key(tenant, job_id), index_key(tenant), seq_key(tenant), epoch_key(tenant),
             active_key(tenant), expiry_key(tenant)]
 
+
+# -- API keys and the token secret (README, Auth): one hash tag of their own, which no
+# tenant can have (a tenant starts with a letter or digit), so that they share one slot
+# on Redis Cluster and are never a tenant's key.
+_AUTH = "gw:{_auth}:"
+
+
+def api_keys_key() -> str:
+    """Every API key ever made (hash: key id → its record as JSON, with the hash of the
+    key, never the key)."""
+    return f"{_AUTH}keys"
+
+
+def api_keys_version_key() -> str:
+    """Bumped by every change of ``api_keys_key``: gateways poll it to reload the keys."""
+    return f"{_AUTH}version"
+
+
+def api_keys_used_key() -> str:
+    """When each key was last used (hash: key id → RFC 3339 time), at most once a minute."""
+    return f"{_AUTH}used"
+
+
+def token_secret_key() -> str:
+    """The secret that signs browser tokens, made once by the first gateway (SET NX)."""
+    return f"{_AUTH}token-secret"

@@ -68,12 +68,14 @@ class Hub:
         subscribe_timeout_seconds: float,
         send_timeout_seconds: float = 30.0,
         on_fanout: Callable[[float], None] | None = None,
+        end_frame: Callable[[], bytes] = bytes,
     ) -> None:
         self.backend = backend
         self._heartbeat_seconds = heartbeat_seconds
         self._subscribe_timeout = subscribe_timeout_seconds
         self._send_timeout = send_timeout_seconds
         self._on_fanout = on_fanout
+        self._end_frame = end_frame  # the last frame of a stream the server ends
         self.open_streams: dict[str, int] = {}
         self._channels: dict[bytes, Channel] = {}
         self._watchers: set[Watcher] = set()
@@ -100,7 +102,8 @@ class Hub:
                 tg.cancel_scope.cancel()
 
     async def _timer_loop(self) -> None:
-        """One timer for every stream: heartbeats, and the send timeout of slow clients."""
+        """One timer for every stream: heartbeats, the send timeout of slow clients, and
+        the end of streams whose time is up (an age limit, a token's expiry)."""
         loop = self._loop
         tick = min(1.0, self._heartbeat_seconds)
         next_heartbeat = loop.time() + self._heartbeat_seconds
@@ -116,6 +119,9 @@ class Hub:
                     log.warning("a stream's client took no data for %.0fs: disconnected",
                                 now - since)
                     watcher.abort()
+                elif watcher.ends_at is not None and now >= watcher.ends_at:
+                    watcher.ends_at = None
+                    watcher.finish(self._end_frame())
                 elif beat:
                     watcher.heartbeat()
 
@@ -328,10 +334,22 @@ class Hub:
             if watcher.close_on_terminal or not single_job_only:
                 watcher.finish()
 
+    def finish_owned(self, owners: Collection[str]) -> None:
+        """End the streams opened by any of ``owners`` (revoked credentials), each with
+        the end frame: the client comes back, and is asked for a credential again."""
+        for watcher in list(self._watchers):
+            if watcher.owner in owners:
+                watcher.finish(self._end_frame())
+
     def finish_all(self, last_frame: Callable[[], bytes] | None = None) -> None:
         """End every open stream after what is pending, with ``last_frame()`` last."""
         for watcher in list(self._watchers):
             watcher.finish(last_frame() if last_frame is not None else b"")
+
+    def now(self) -> float:
+        """The event loop's time, which ``Watcher.ends_at`` is in (kept, not looked up:
+        gateway.timers says why)."""
+        return self._loop.time()
 
     # -- gauges -------------------------------------------------------------------------
 

@@ -35,10 +35,16 @@ class Watcher(AsgiWriter):
     """
 
     __slots__ = ("_busy", "_end", "_ended", "_epoch", "_finishing", "_pending", "_sent",
-                 "aborted", "close_on_terminal", "closed", "task")
+                 "aborted", "close_on_terminal", "closed", "ends_at", "owner", "task")
 
-    def __init__(self, send: Send, *, close_on_terminal: bool) -> None:
+    def __init__(self, send: Send, *, close_on_terminal: bool, owner: str = "",
+                 ends_at: float | None = None) -> None:
         super().__init__(send)
+        # Who opened the stream (the credential's key: a revocation ends the streams it
+        # owns), and the event loop time at which it ends with a `retry:` (its age limit,
+        # or its token's expiry): the hub's timer ends it.
+        self.owner = owner
+        self.ends_at = ends_at
         # Busy from the start: the stream's own task writes the headers and the opening
         # snapshot, then calls release(). What the hub delivers meanwhile waits in _pending.
         self._busy = True

@@ -55,6 +55,9 @@ def write(context: Context, scope: Scope) -> None:
             "query": redact_query(scope.get("query_string", b"").decode("latin-1")),
             "status": context.status,
             "stream": context.stream,
+            # Who asked, as the credential says (never the credential): null when the
+            # route needs none or the credential was refused.
+            "tenant": context.principal.tenant if context.principal is not None else None,
             "duration_ms": round((time.perf_counter() - context.started) * 1000, 2),
             "client": (scope.get("client") or ("", 0))[0],
         },

@@ -38,7 +38,7 @@ class Actions:
 
     async def cancel(self, request: Request, context: Context, send: Send) -> Reply:
         """A queued job is canceled at once; a running one gets ``cancel_requested``."""
-        job_id = params.job_id(request)
+        job_id = params.job_id(request, context)
         try:
             change = await self._change(context, "request_cancel", job_id)
         except InvalidTransition as exc:
@@ -47,7 +47,7 @@ class Actions:
                             headers={"Location": f"/v1/jobs/{job_id}"})
 
     async def delete(self, request: Request, context: Context, send: Send) -> Reply:
-        job_id = params.job_id(request)
+        job_id = params.job_id(request, context)
         try:
             await self._change(context, "delete", job_id)
         except InvalidTransition as exc:
@@ -56,7 +56,7 @@ class Actions:
 
     async def download(self, request: Request, context: Context, send: Send) -> Reply:
         """307 to the output's presigned URL, while it lives."""
-        job_id = params.job_id(request)
+        job_id = params.job_id(request, context)
         record = await self.services.backend.read(context.tenant, job_id)
         if record is None:
             raise problems.not_found(job_id)

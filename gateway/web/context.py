@@ -1,10 +1,11 @@
 """The request context: what the gateway knows about a request, owned in one place.
 
 Made once per request by the front (gateway.web.front) from the request's headers, and
-handed to the endpoint: the request id, the tenant, the negotiated representation. The
-endpoint notes on it what the access log reports (status, whether it streamed). Every
-response goes out through it, which adds the headers every response carries (today
-``X-Request-ID``) in this one place, and never wraps a stream's ``send``.
+handed to the endpoint: the request id, the credential it came with and who that made it
+(its principal, and so its tenant), the negotiated representation. The endpoint notes on
+it what the access log reports (status, whether it streamed). Every response goes out
+through it, which adds the headers every response carries (today ``X-Request-ID``) in
+this one place, and never wraps a stream's ``send``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ from __future__ import annotations
 import random
 import re
 import time
+from urllib.parse import parse_qsl
 
+from starlette.requests import cookie_parser
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.auth.keyring import Credential
+from gateway.auth.principal import Principal
+from gateway.auth.principal import Scope as AuthScope
 from gateway.contract import keys
 from gateway.web import problems
 from gateway.web.negotiation import Representation, negotiate
@@ -30,21 +36,39 @@ def _new_request_id() -> str:
     return f"{random.getrandbits(64):016x}"
 
 
+TOKEN_COOKIE = "gateway_token"
+
+
 class Context:
-    __slots__ = ("_accept", "headers", "request_id", "started", "status", "stream", "tenant")
+    __slots__ = ("_accept", "_api_key", "_authorization", "_cookie", "_query", "headers",
+                 "principal", "request_id", "started", "status", "stream",
+                 "tenant")
 
     def __init__(self, scope: Scope) -> None:
-        given = accept = None
+        given = accept = authorization = api_key = cookie = None
         for name, value in scope.get("headers") or ():
             # The first of each, as Starlette's Headers.get reads them.
-            if name == b"accept" and accept is None:
-                accept = value.decode("latin-1")
-            elif name == b"x-request-id" and given is None:
-                given = value.decode("latin-1")
+            if name == b"accept":
+                if accept is None:
+                    accept = value.decode("latin-1")
+            elif name == b"x-request-id":
+                if given is None:
+                    given = value.decode("latin-1")
+            elif name == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("latin-1")
+            elif name == b"x-api-key":
+                if api_key is None:
+                    api_key = value.decode("latin-1")
+            elif name == b"cookie" and cookie is None:
+                cookie = value.decode("latin-1")
         self._accept = accept
+        self._authorization, self._api_key, self._cookie = authorization, api_key, cookie
+        self._query: bytes = scope.get("query_string", b"")
         self.request_id = given if given and _REQUEST_ID.fullmatch(given) else _new_request_id()
-        # Every key and channel a request touches is its tenant's. One tenant until API
-        # keys exist; the credential will set it here (README, HTTP API).
+        # Every key and channel a request touches is its tenant's, and the tenant comes
+        # from the credential alone (the front sets both once it verified it).
+        self.principal: Principal | None = None
         self.tenant = keys.DEFAULT_TENANT
         # Response headers that every answer carries.
         self.headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
@@ -52,6 +76,47 @@ class Context:
         self.status = 0  # of the response, once it started
         self.stream = False  # an event stream was asked for (and served, or refused)
         scope[_KEY] = self
+
+    def credential(self) -> Credential | None:
+        """The credential the request carries, by precedence: the Authorization header,
+        X-Api-Key, ``?access_token=`` (RFC 6750 section 2.3), the ``gateway_token``
+        cookie. An Authorization header that is not ``Bearer <credential>`` is given as
+        it is, and refused as malformed."""
+        if self._authorization is not None:
+            scheme, _, value = self._authorization.strip().partition(" ")
+            if scheme.lower() != "bearer":
+                value = ""
+            return Credential("authorization", value.strip())
+        if self._api_key is not None:
+            return Credential("x-api-key", self._api_key.strip())
+        query = self._query
+        if b"access_token" in query or b"%" in query:  # the name may come percent-encoded
+            for name, value in parse_qsl(query.decode("latin-1"),
+                                         keep_blank_values=True):
+                if name == "access_token":
+                    return Credential("query", value)
+        if self._cookie is not None:
+            value = cookie_parser(self._cookie).get(TOKEN_COOKIE)
+            if value is not None:
+                return Credential("cookie", value)
+        return None
+
+    def authenticated(self, principal: Principal) -> None:
+        self.principal = principal
+        self.tenant = principal.tenant
+
+    def require_write(self) -> None:
+        """403 unless the credential may change things (create, cancel, delete, mint)."""
+        principal = self.principal
+        if principal is not None and principal.scope is not AuthScope.WRITE:
+            raise problems.insufficient_scope("this needs a credential of scope write")
+
+    def sees(self, job_id: str) -> None:
+        """404 for a job the credential is not for (a token limited to other jobs): the
+        same answer as for a job that does not exist, which reveals nothing."""
+        principal = self.principal
+        if principal is not None and not principal.sees(job_id):
+            raise problems.not_found(job_id)
 
     @staticmethod
     def of(scope: Scope) -> Context | None:

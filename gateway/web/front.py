@@ -1,7 +1,8 @@
 """The ASGI entry: every request's one path through the gateway.
 
 For each request: a context (gateway.web.context), the route that matches in the one
-route table (gateway.web.routes), its handler, and the answer: a whole response, or a
+route table (gateway.web.routes), the guard's checks (gateway.web.guard: the body limit,
+the credential), its handler, and the answer: a whole response, or a
 stream that runs in this same call until the client leaves. An ApiError, a Redis outage
 or an unexpected error before a response started becomes the contract's error body; the
 access line is written at the end, whatever happened.
@@ -30,6 +31,8 @@ from starlette.types import Receive, Scope, Send
 from gateway.errors import BackendUnavailable
 from gateway.web import problems
 from gateway.web.context import Context
+from gateway.web.guard import Guard
+from gateway.web.routes import Resource
 
 log = logging.getLogger("gateway.front")
 
@@ -46,10 +49,12 @@ class Front:
         self,
         routes: list[Route],
         *,
+        guard: Guard,
         lifespan: Callable[[Any], AbstractAsyncContextManager[None]],
         access_log: AccessLog,
     ) -> None:
         self.routes = routes
+        self._guard = guard
         self._router = Router(routes=routes, lifespan=lifespan)  # for its lifespan protocol
         self._access_log = access_log
 
@@ -61,6 +66,7 @@ class Front:
                 await send({"type": "websocket.close", "code": 1000})
             return
         context = Context(scope)
+        guard = self._guard
         try:
             raw = scope.get("raw_path")
             # An encoded slash (%2F) is part of a path segment, not a separator: routes are
@@ -74,7 +80,9 @@ class Front:
             else:
                 raise problems.no_route()
             scope.update(child)
-            reply = await route.endpoint(Request(scope, receive), context, send)
+            resource: Resource = route.endpoint  # type: ignore[assignment]
+            guard.admit(context, scope, resource.protected)
+            reply = await resource(Request(scope, receive), context, send)
             if isinstance(reply, Response):
                 await context.respond(reply, scope, receive, send)
             else:

@@ -48,7 +48,7 @@ class JobEndpoint:
 
     async def get(self, request: Request, context: Context, send: Send) -> Reply:
         representation = context.negotiated()
-        job_id = params.job_id(request)
+        job_id = params.job_id(request, context)
         services, tenant = self.services, context.tenant
         if representation is Representation.STREAM:
             if request.method == "HEAD":

@@ -77,7 +77,7 @@ class JobsEndpoint:
     async def get(self, request: Request, context: Context, send: Send) -> Reply:
         representation = context.negotiated()
         services = self.services
-        job_ids = params.job_ids(request, most=MAX_JOB_IDS)
+        job_ids = params.job_ids(request, context, most=MAX_JOB_IDS)
         if representation is Representation.JSON:
             return await _page(request, services.backend, context.tenant, job_ids)
         if request.method == "HEAD":
@@ -99,6 +99,10 @@ class JobsEndpoint:
             job_id = script.new_job_id(int(time.time() * 1000))
         elif not isinstance(job_id, str) or not keys.valid_job_id(job_id):
             raise problems.invalid_job_id(str(job_id))
+        principal = context.principal
+        if principal is not None and not principal.sees(job_id):
+            raise problems.insufficient_scope(
+                "this token is limited to some jobs: it creates only those, by job_id")
         conversion = body.get("conversion")
         if conversion is not None and not isinstance(conversion, dict):
             raise problems.invalid_parameter("conversion must be an object")

@@ -13,10 +13,9 @@ from starlette.types import Receive, Send
 
 from gateway.contract import frames, keys
 from gateway.contract.events import EventId, Message
-from gateway.fanout.watcher import Watcher
 from gateway.web.context import Context
 from gateway.web.services import Services
-from gateway.web.streams import wait_for_disconnect
+from gateway.web.streams import end_watcher, new_watcher, wait_for_disconnect
 
 MAX_JOB_IDS = 100
 
@@ -30,7 +29,7 @@ async def jobs_stream(
     job_ids: list[str] | None,
     last_event_id: EventId | None,
 ) -> None:
-    watcher = Watcher(send, close_on_terminal=False)
+    watcher = new_watcher(services, context, send, close_on_terminal=False)
     tenant = context.tenant
     if job_ids:
         channels = [keys.job_channel(tenant, job_id) for job_id in job_ids]
@@ -58,7 +57,7 @@ async def jobs_stream(
             watcher.release()
             await wait_for_disconnect(receive, watcher)
     finally:
-        watcher.discard()
+        end_watcher(services, context, watcher)
 
 
 async def _opening(

@@ -1,7 +1,8 @@
 """Request parameters, checked: the job id rule, numbers in range, resume positions.
 
 Every job id a request names passes ``keys.valid_job_id`` here before any Redis command
-(README, The job snapshot); a bad parameter is a 400 that names it.
+(README, The job snapshot), and the credential's job list where it has one (a 404 for any
+other job, as for one that does not exist); a bad parameter is a 400 that names it.
 """
 
 from __future__ import annotations
@@ -14,21 +15,24 @@ from starlette.requests import Request
 from gateway.contract import keys
 from gateway.contract.events import EventId
 from gateway.web import problems
+from gateway.web.context import Context
 
 # README, HTTP API: the longest a long-poll (Prefer: wait=N) is held.
 MAX_WAIT_SECONDS = 60
 
 
-def job_id(request: Request) -> str:
+def job_id(request: Request, context: Context) -> str:
     """The ``{job_id}`` of the path."""
     value: str = request.path_params["job_id"]
     if not keys.valid_job_id(value):
         raise problems.invalid_job_id(value)
+    context.sees(value)
     return value
 
 
-def job_ids(request: Request, *, most: int) -> list[str]:
-    """The ``job_id`` query parameters, in order and once each (at most ``most``)."""
+def job_ids(request: Request, context: Context, *, most: int) -> list[str]:
+    """The ``job_id`` query parameters, in order and once each (at most ``most``). A
+    credential limited to some jobs must name them: it cannot see the whole tenant."""
     ids = list(dict.fromkeys(request.query_params.getlist("job_id")))
     for value in ids:
         if not keys.valid_job_id(value):
@@ -36,6 +40,11 @@ def job_ids(request: Request, *, most: int) -> list[str]:
     if len(ids) > most:
         raise problems.invalid_parameter(
             f"at most {most} job_id parameters on one request ({len(ids)} given)")
+    for value in ids:
+        context.sees(value)
+    if not ids and context.principal is not None and context.principal.job_ids is not None:
+        raise problems.insufficient_scope(
+            "this token is limited to some jobs: name them with job_id")
     return ids
 
 

@@ -79,6 +79,21 @@ def expired(job_id: str) -> ApiError:
     return ApiError(410, "jobs.expired", f"the output of job {job_id!r} expired")
 
 
+def invalid_credentials(detail: str, *, given: bool) -> ApiError:
+    """401: no credential, or one that grants nothing (RFC 6750 section 3). The detail
+    says why, and never what the credential was."""
+    challenge = 'Bearer realm="gateway"'
+    if given:
+        challenge += ', error="invalid_token"'
+    return ApiError(401, "auth.invalid_credentials", detail,
+                    {"WWW-Authenticate": challenge, "Cache-Control": "no-store"})
+
+
+def insufficient_scope(detail: str) -> ApiError:
+    return ApiError(403, "auth.insufficient_scope", detail,
+                    {"WWW-Authenticate": 'Bearer realm="gateway", error="insufficient_scope"'})
+
+
 def no_route() -> ApiError:
     return ApiError(404, "request.not_found", "Not Found")
 

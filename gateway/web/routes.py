@@ -2,7 +2,8 @@
 
 One table of Starlette Route objects; the front (gateway.web.front) matches requests
 against it with ``Route.matches``. Each route's endpoint is a Resource: the handler per
-method, and the one place that answers 405 with ``Allow``.
+method, whether it needs a credential (every /v1 URL), and the one place that answers
+405 with ``Allow`` and 403 to a read credential on a method that changes things.
 """
 
 from __future__ import annotations
@@ -13,27 +14,32 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Send
 
-from gateway.web import actions, job, jobs, problems, service
+from gateway.web import actions, job, jobs, problems, service, tokens
 from gateway.web.context import Context
 from gateway.web.services import Services
 from gateway.web.types import Handler, Reply
+
+_READS = ("GET", "HEAD")
 
 
 class Resource:
     """The handlers of one URL, by method. ``HEAD`` is served wherever ``GET`` is."""
 
-    def __init__(self, **handlers: Handler) -> None:
+    def __init__(self, *, protected: bool = True, **handlers: Handler) -> None:
+        self.protected = protected
         self._handlers = {method.upper(): handler for method, handler in handlers.items()}
         if "GET" in self._handlers:
             self._handlers.setdefault("HEAD", self._handlers["GET"])
-        order = sorted(self._handlers, key=lambda m: ("GET", "HEAD").index(m)
-                       if m in ("GET", "HEAD") else 2)
+        order = sorted(self._handlers, key=lambda m: _READS.index(m) if m in _READS else 2)
         self.allow = ", ".join(order)
 
     def __call__(self, request: Request, context: Context, send: Send) -> Awaitable[Reply]:
-        handler = self._handlers.get(request.method)
+        method = request.method
+        handler = self._handlers.get(method)
         if handler is None:
-            raise problems.method_not_allowed(request.method, self.allow)
+            raise problems.method_not_allowed(method, self.allow)
+        if method not in _READS:
+            context.require_write()
         return handler(request, context, send)
 
 
@@ -42,12 +48,15 @@ def routes(services: Services) -> list[Route]:
     one, many = job.JobEndpoint(services), jobs.JobsEndpoint(services)
     act = actions.Actions(services)
     own = service.Service(services)
+    minted = tokens.Tokens(services)
     return [
         Route("/v1/jobs/{job_id}", Resource(get=one.get, delete=act.delete)),
         Route("/v1/jobs", Resource(get=many.get, post=many.create)),
         Route("/v1/jobs/{job_id}/cancel", Resource(post=act.cancel)),
         Route("/v1/jobs/{job_id}/download", Resource(get=act.download)),
-        Route("/healthz", Resource(get=own.healthz)),
-        Route("/readyz", Resource(get=own.readyz)),
-        Route("/metrics", Resource(get=own.metrics)),
+        Route("/v1/tokens", Resource(post=minted.create)),
+        # Open, whatever the keys: README, Auth says to keep /metrics on an internal port.
+        Route("/healthz", Resource(get=own.healthz, protected=False)),
+        Route("/readyz", Resource(get=own.readyz, protected=False)),
+        Route("/metrics", Resource(get=own.metrics, protected=False)),
     ]

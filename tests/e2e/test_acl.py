@@ -16,6 +16,8 @@ import pytest
 import redis
 from httpx_sse import connect_sse
 
+from gateway.auth import apikeys
+from gateway.auth.principal import Scope
 from gateway.worker import SyncWorker
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -44,9 +46,16 @@ def test_a_gateway_and_a_worker_work_under_the_documented_acl(
     def url(user: str) -> str:
         return redis_url.replace("redis://", f"redis://{user}:{acl_users[user]}@")
 
+    # With auth on (README, Auth): the gateway reads the keys, makes the token secret and
+    # writes when keys were used, under the same line.
+    key, _ = apikeys.create(r, "default", Scope.WRITE)
     gateway = start_gateway(url("gateway"), GATEWAY_PROBE_SECONDS="0.2")
     with SyncWorker.from_url(url("worker")) as worker, httpx.Client(
-            base_url=gateway.url, timeout=10) as client:
+            base_url=gateway.url, timeout=10, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        token = client.post("/v1/tokens", json={}).json()["token"]
+        assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}
+                          ).status_code == 200
         created = client.post("/v1/jobs", json={"job_id": "acl"})
         assert created.status_code == 201, created.text
         with connect_sse(client, "GET", "/v1/jobs/acl") as source:
@@ -77,8 +86,9 @@ def test_a_gateway_and_a_worker_work_under_the_documented_acl(
                           ("snapshot", "acl2")]
         assert client.post("/v1/jobs/acl2/cancel").status_code == 202
         assert client.delete("/v1/jobs/acl").status_code == 204
-        time.sleep(0.5)  # the probe has published and been heard a few times
-        assert client.get("/readyz").status_code == 200
+        time.sleep(1.5)  # the probe has published and been heard a few times, and the
+        assert client.get("/readyz").status_code == 200  # keyring has written the key's use
+    assert apikeys.key_id_of(key) in apikeys.last_used(r)
     assert "NOPERM" not in gateway.output() and "refused" not in gateway.output()
     # Nothing either user ran was refused, whatever became of it, but the two optional
     # commands: naming a connection (the gateway's CLIENT SETNAME, redis-py's SETINFO).

@@ -9,9 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+import redis
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from gateway.auth import apikeys
+from gateway.auth.principal import Scope
 from gateway.worker import SyncWorker
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -112,3 +116,32 @@ def test_event_source_on_many_jobs_resumes_after_a_gateway_restart(
     assert seen == {"b1": 3, "b2": 2}
     resumed = [e for e in events if e["event"] == "snapshot"][2:]
     assert {e["job"] for e in resumed} == {"b1", "b2"}  # exactly the jobs that changed
+
+
+def _follow_to_the_end(page: Page, worker: SyncWorker, job_id: str) -> list[dict[str, object]]:
+    wait_for(page, "window.log.some(e => e.event === 'snapshot')")
+    worker.start(job_id)
+    wait_for(page, "window.log.some(e => e.version === 2)")
+    worker.complete(job_id, file_url="https://files.example/out.pdf")
+    wait_for(page, "window.source.readyState === 2")
+    log: list[dict[str, object]] = page.evaluate("window.log")
+    return [e for e in log if e["event"] != "error"]
+
+
+def test_a_page_streams_with_a_token_in_a_cookie(
+    start_gateway, redis_url: str, r: redis.Redis, page: Page
+) -> None:
+    key, _ = apikeys.create(r, "acme", Scope.WRITE)
+    gateway = start_gateway(GATEWAY_RETRY_MS="300")
+    token = httpx.post(f"{gateway.url}/v1/tokens", headers={"Authorization": f"Bearer {key}"},
+                       json={}).json()["token"]
+    page.context.add_cookies([{"name": "gateway_token", "value": token, "url": gateway.url}])
+    with SyncWorker.from_url(redis_url, tenant="acme") as worker:
+        worker.create("crumb")
+        page.goto(f"{gateway.url}/healthz")
+        page.evaluate(RECORDER, "/v1/jobs/crumb")
+        events = _follow_to_the_end(page, worker, "crumb")
+    assert [e["event"] for e in events] == ["snapshot", "status", "status"]
+    page.context.clear_cookies()
+    assert gateway.terminate() == 0
+    assert token not in gateway.output()

@@ -6,7 +6,9 @@ import pytest
 from starlette.requests import Request
 from starlette.routing import Match
 
+from gateway.auth.principal import Principal, Scope
 from gateway.settings import Settings
+from gateway.web.context import Context
 from gateway.web.problems import ApiError
 from gateway.web.routes import Resource, routes
 from gateway.web.services import Services
@@ -46,10 +48,25 @@ async def test_a_resource_dispatches_by_method_and_answers_405_with_allow() -> N
 
     resource = Resource(get=get, delete=delete)  # type: ignore[arg-type]
     assert resource.allow == "GET, HEAD, DELETE"
+    writer = Context(scope("GET", "/"))
+    writer.authenticated(Principal("acme", Scope.WRITE, "k1", "key"))
     for method, answer in (("GET", "got"), ("HEAD", "got"), ("DELETE", "deleted")):
         request = Request(scope(method, "/"))
-        assert await resource(request, None, None) == answer  # type: ignore[arg-type]
+        assert await resource(request, writer, None) == answer  # type: ignore[arg-type]
     with pytest.raises(ApiError) as refused:
-        await resource(Request(scope("PUT", "/")), None, None)  # type: ignore[arg-type]
+        await resource(Request(scope("PUT", "/")), writer, None)  # type: ignore[arg-type]
     assert refused.value.status == 405 and refused.value.headers == {
         "Allow": "GET, HEAD, DELETE"}
+
+
+async def test_a_read_credential_may_read_and_gets_403_for_a_change() -> None:
+    async def handler(request: Request, context: object, send: object) -> str:
+        return "done"
+
+    resource = Resource(get=handler, delete=handler)  # type: ignore[arg-type]
+    reader = Context(scope("GET", "/"))
+    reader.authenticated(Principal("acme", Scope.READ, "k1", "key"))
+    assert await resource(Request(scope("GET", "/")), reader, None) == "done"  # type: ignore[arg-type]
+    with pytest.raises(ApiError) as refused:
+        await resource(Request(scope("DELETE", "/")), reader, None)  # type: ignore[arg-type]
+    assert refused.value.status == 403 and refused.value.code == "auth.insufficient_scope"

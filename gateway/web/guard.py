@@ -1,0 +1,34 @@
+"""What the front checks of every request before its endpoint runs (README, Auth).
+
+On every /v1 URL, the credential: who the caller is, and so the tenant of every key and
+channel the request may name.
+"""
+
+from __future__ import annotations
+
+from starlette.types import Scope
+
+from gateway.auth.keyring import NotLoaded, Unauthenticated
+from gateway.web import problems
+from gateway.web.context import Context
+from gateway.web.services import Services
+
+
+class Guard:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def admit(self, context: Context, scope: Scope, protected: bool) -> None:
+        """401 or 503, or nothing: the request may go on (as its principal)."""
+        if not protected:
+            return
+        credential = context.credential()
+        server = scope.get("server")
+        try:
+            principal = self._services.keyring.authenticate(
+                credential, server[0] if server else None)
+        except NotLoaded:
+            raise problems.backend_unavailable() from None
+        except Unauthenticated as exc:
+            raise problems.invalid_credentials(str(exc), given=credential is not None) from None
+        context.authenticated(principal)

@@ -1,0 +1,100 @@
+"""The keyring against a real Valkey: keys load once, verify without Redis, and a change
+anywhere reaches it with the next refresh (README, Auth)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+
+import pytest
+import redis
+
+from gateway.auth import apikeys, tokens
+from gateway.auth.keyring import Credential, Keyring, NotLoaded, Unauthenticated
+from gateway.auth.principal import ANONYMOUS, OPEN, Scope
+from gateway.backend.standalone import StandaloneBackend
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def backend(redis_url: str) -> AsyncIterator[StandaloneBackend]:
+    async with StandaloneBackend.connected(redis_url, timeout=2, max_connections=4,
+                                           subscribe_timeout=2, probe_seconds=10) as backend:
+        yield backend
+
+
+def keyring(backend: StandaloneBackend, ended: list[set[str]], host: str = "127.0.0.1",
+            insecure: bool = False) -> Keyring:
+    def on_revoked(owners: Collection[str]) -> None:
+        ended.append(set(owners))
+
+    return Keyring(backend, host=host, insecure=insecure, token_secret=None,
+                   on_revoked=on_revoked)
+
+
+async def test_keys_verify_and_a_revocation_ends_what_the_key_owns(
+    backend: StandaloneBackend, r: redis.Redis
+) -> None:
+    key, record = apikeys.create(r, "acme", Scope.READ)
+    ended: list[set[str]] = []
+    ring = keyring(backend, ended)
+    with pytest.raises(NotLoaded):
+        ring.authenticate(None, None)
+    await ring.refresh()
+    assert not ring.open and ring.has_keys
+    principal = ring.authenticate(Credential("authorization", key), "127.0.0.1")
+    assert (principal.tenant, principal.scope, principal.kind) == ("acme", Scope.READ, "key")
+    for bad in ("", "gwk_", key[:-1] + ("A" if key[-1] != "A" else "B"), "a.b.c"):
+        with pytest.raises(Unauthenticated):
+            ring.authenticate(Credential("authorization", bad), None)
+    with pytest.raises(Unauthenticated, match="URL"):
+        ring.authenticate(Credential("query", key), None)
+    token, _ = tokens.mint(ring.secret, principal, Scope.READ, ttl_seconds=60, job_ids=None)
+    assert ring.authenticate(Credential("cookie", token), None).kind == "token"
+    with pytest.raises(Unauthenticated):
+        ring.authenticate(None, "127.0.0.1")  # keys exist: a credential is needed
+
+    apikeys.revoke(r, record.key_id)
+    await ring.refresh()
+    assert ended == [{record.key_id}]
+    for credential in (Credential("authorization", key), Credential("cookie", token)):
+        with pytest.raises(Unauthenticated, match="revoked"):
+            ring.authenticate(credential, None)
+    assert not ring.open  # a revoked key still keeps auth on
+
+
+async def test_without_keys_loopback_is_open_and_the_first_key_closes_it(
+    backend: StandaloneBackend, r: redis.Redis
+) -> None:
+    ended: list[set[str]] = []
+    ring = keyring(backend, ended)
+    await ring.refresh()
+    assert ring.open and ring.authenticate(None, "127.0.0.1") is ANONYMOUS
+    with pytest.raises(Unauthenticated, match="public address"):
+        ring.authenticate(None, "10.1.2.3")  # reached on another address: never open
+    open_token, _ = tokens.mint(ring.secret, ANONYMOUS, Scope.READ, ttl_seconds=60,
+                                job_ids=None)
+    assert ring.authenticate(Credential("query", open_token), None).tenant == "default"
+    apikeys.create(r, "acme", Scope.WRITE)
+    await ring.refresh()
+    assert not ring.open and ended == [{OPEN}]
+    with pytest.raises(Unauthenticated, match="minted without a key"):
+        ring.authenticate(Credential("query", open_token), None)
+
+
+async def test_a_public_host_is_open_only_when_insecure(backend: StandaloneBackend) -> None:
+    public = keyring(backend, [], host="0.0.0.0")
+    await public.refresh()
+    assert not public.open
+    with pytest.raises(Unauthenticated):
+        public.authenticate(None, "127.0.0.1")
+    insecure = keyring(backend, [], host="0.0.0.0", insecure=True)
+    await insecure.refresh()
+    assert insecure.authenticate(None, "10.1.2.3") is ANONYMOUS
+
+
+async def test_every_process_shares_one_token_secret(backend: StandaloneBackend) -> None:
+    first, second = keyring(backend, []), keyring(backend, [])
+    await first.refresh()
+    await second.refresh()
+    assert first.secret == second.secret and len(first.secret) >= 32

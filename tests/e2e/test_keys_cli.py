@@ -1,0 +1,89 @@
+"""``gateway keys``, and the start-up refusal on a public address (README, Auth)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import redis
+
+from gateway.auth import apikeys
+from gateway.contract import keys
+from gateway.embedded import free_port
+
+
+def gateway_command(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_a_key_is_printed_once_and_only_its_hash_is_kept(redis_url: str, r: redis.Redis) -> None:
+    made = gateway_command(redis_url, "keys", "create", "--tenant", "acme", "--scope", "read",
+                           "--name", "dashboard")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert made.stdout == key + "\n"  # the key and nothing else
+    key_id = apikeys.key_id_of(key)
+    assert key_id is not None
+    stored = r.hgetall(keys.api_keys_key())
+    assert key.encode() not in b"".join(stored.values())
+    assert json.loads(stored[key_id.encode()])["hash"] == apikeys.digest(key)
+
+    as_json = gateway_command(redis_url, "keys", "create", "--tenant", "globex", "--scope",
+                              "write", "--json")
+    other = json.loads(as_json.stdout)
+    assert set(other) == {"key", "key_id", "tenant", "scope"}
+    assert (other["tenant"], other["scope"]) == ("globex", "write")
+
+    listed = json.loads(gateway_command(redis_url, "keys", "list", "--json").stdout)
+    assert [(k["key_id"], k["tenant"], k["scope"], k["name"]) for k in listed] == [
+        (key_id, "acme", "read", "dashboard"), (other["key_id"], "globex", "write", "")]
+    assert all(k["last_used_at"] is None and k["revoked_at"] is None for k in listed)
+    table = gateway_command(redis_url, "keys", "list", "--tenant", "acme")
+    assert key_id in table.stdout and other["key_id"] not in table.stdout
+    assert key not in table.stdout
+
+    revoked = gateway_command(redis_url, "keys", "revoke", key_id)
+    assert revoked.returncode == 0 and "revoked" in revoked.stderr
+    listed = json.loads(gateway_command(redis_url, "keys", "list", "--json").stdout)
+    assert listed[0]["revoked_at"] is not None and listed[1]["revoked_at"] is None
+    missing = gateway_command(redis_url, "keys", "revoke", "000000000000")
+    assert missing.returncode == 1 and "no key" in missing.stderr
+
+
+def test_bad_key_requests_are_refused_clearly(redis_url: str) -> None:
+    for args, says in [
+        (["--tenant", "Acme Corp", "--scope", "read"], "tenant"),
+        (["--tenant", "{x}", "--scope", "read"], "tenant"),
+        (["--tenant", "acme", "--scope", "admin"], "invalid choice"),
+    ]:
+        refused = gateway_command(redis_url, "keys", "create", *args)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+    unset = subprocess.run([sys.executable, "-m", "gateway", "keys", "list"],
+                           env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                           timeout=30)
+    assert unset.returncode == 2 and "REDIS_URL" in unset.stderr
+
+
+def test_gateway_job_takes_a_tenant(redis_url: str, r: redis.Redis) -> None:
+    made = gateway_command(redis_url, "job", "create", "t1", "--tenant", "acme")
+    assert made.returncode == 0, made.stderr
+    assert r.exists(keys.job_key("acme", "t1")) and not r.exists(keys.job_key("default", "t1"))
+    bad = gateway_command(redis_url, "job", "create", "t2", "--tenant", "A}")
+    assert bad.returncode == 2 and "tenant" in bad.stderr
+
+
+def test_a_public_address_without_a_key_is_refused_at_start(redis_url: str) -> None:
+    started = time.monotonic()
+    refused = gateway_command(redis_url, "serve", "--host", "0.0.0.0", "--port",
+                              str(free_port()))
+    assert refused.returncode == 3
+    output = refused.stdout + refused.stderr
+    assert "not a loopback address" in output and "gateway keys create" in output
+    assert "--insecure" in output
+    assert time.monotonic() - started < 20
