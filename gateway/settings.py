@@ -57,10 +57,13 @@ class Settings:
     stream_open_max_jobs: int = 1000
     header_timeout_seconds: float = 10.0
     keepalive_seconds: int = 75
-    # README, Auth: serve without a key on a public address (never the default), and the
-    # secret that signs browser tokens (else one made once in Redis).
+    # README, Auth: serve without a key on a public address (never the default), the
+    # secret that signs browser tokens (else one made once in Redis), and the bounds of
+    # streams.
     insecure: bool = False
     token_secret: str | None = None
+    max_streams_per_tenant: int = 10_000
+    max_stream_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -206,6 +209,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "keepalive_seconds": ("GATEWAY_KEEPALIVE_SECONDS", _positive_int),
     "insecure": ("GATEWAY_INSECURE", _boolean),
     "token_secret": ("GATEWAY_TOKEN_SECRET", _secret),
+    "max_streams_per_tenant": ("GATEWAY_MAX_STREAMS_PER_TENANT", _positive_int),
+    "max_stream_seconds": ("GATEWAY_MAX_STREAM_SECONDS", _positive),
 }
 # Variables whose value an error message never shows.
 _SECRET = frozenset({"GATEWAY_TOKEN_SECRET"})

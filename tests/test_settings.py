@@ -79,8 +79,10 @@ def test_the_command_stops_on_a_bad_value() -> None:
 def test_auth_settings_are_read() -> None:
     settings = Settings.from_env({
         "GATEWAY_INSECURE": "true", "GATEWAY_TOKEN_SECRET": "s" * 32,
+        "GATEWAY_MAX_STREAMS_PER_TENANT": "5", "GATEWAY_MAX_STREAM_SECONDS": "60",
     })
     assert settings.insecure and settings.token_secret == "s" * 32
+    assert (settings.max_streams_per_tenant, settings.max_stream_seconds) == (5, 60.0)
 
 
 def test_a_short_token_secret_is_refused_without_being_shown() -> None:

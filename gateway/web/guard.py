@@ -1,6 +1,7 @@
 """What the front checks of every request before its endpoint runs (README, Auth).
 
-On every /v1 URL, the credential: who the caller is, and so the tenant of every key and
+In this order: a declared body over the limit (413 before a byte of it is read), and, on
+every /v1 URL, the credential: who the caller is, and so the tenant of every key and
 channel the request may name.
 """
 
@@ -17,9 +18,15 @@ from gateway.web.services import Services
 class Guard:
     def __init__(self, services: Services) -> None:
         self._services = services
+        self._max_body = services.settings.max_body_bytes
 
     def admit(self, context: Context, scope: Scope, protected: bool) -> None:
-        """401 or 503, or nothing: the request may go on (as its principal)."""
+        """413, 401 or 503, or nothing: the request may go on (as its principal)."""
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self._max_body:
+                    raise problems.too_large(self._max_body)
+                break
         if not protected:
             return
         credential = context.credential()

@@ -94,6 +94,12 @@ def insufficient_scope(detail: str) -> ApiError:
                     {"WWW-Authenticate": 'Bearer realm="gateway", error="insufficient_scope"'})
 
 
+def too_many_streams(limit: int, retry_after: int) -> ApiError:
+    return ApiError(429, "limits.too_many_streams",
+                    f"this tenant has {limit} streams open on this gateway process, its limit; "
+                    "try again later", {"Retry-After": str(retry_after)})
+
+
 def no_route() -> ApiError:
     return ApiError(404, "request.not_found", "Not Found")
 

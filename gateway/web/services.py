@@ -1,22 +1,27 @@
-"""What the endpoints share: the settings, and the backend, hub, keyring and metrics the
-app opens."""
+"""What the endpoints share: the settings and what is made of them (the stream quota),
+and the backend, hub, keyring and metrics the app opens."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.auth.keyring import Keyring
 from gateway.backend.base import Backend
 from gateway.fanout.hub import Hub
 from gateway.observability.metrics import Metrics
 from gateway.settings import Settings
+from gateway.web.quota import StreamQuota
 
 
 @dataclass(eq=False)
 class Services:
     settings: Settings
     metrics: Metrics
+    quota: StreamQuota = field(init=False)
     # Set by the app's lifespan once they are open; no request arrives before that.
     backend: Backend = None  # type: ignore[assignment]
     hub: Hub = None  # type: ignore[assignment]
     keyring: Keyring = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.quota = StreamQuota(self.settings.max_streams_per_tenant)

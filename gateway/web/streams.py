@@ -8,6 +8,7 @@ stream to the hub, and then waits for the client to leave.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 from starlette.types import Receive, Send
@@ -47,21 +48,27 @@ def opening_event(record: Record, last: EventId | None) -> str | None:
 
 def new_watcher(services: Services, context: Context, send: Send, *,
                 close_on_terminal: bool) -> Watcher:
-    """A stream's watcher, owned by its credential (a revocation ends it) and ending with
-    a ``retry:`` when its token expires. The stream calls ``end_watcher`` when it ends,
-    however it ends. (Two calls, not a context manager: a suspended generator per open
-    stream is memory that buys nothing.)"""
+    """A stream's watcher, within its tenant's quota (429 past it), owned by its
+    credential (a revocation ends it) and ending with a ``retry:`` when its time is up:
+    GATEWAY_MAX_STREAM_SECONDS, less up to a tenth so that streams opened together do not
+    all end together, or the expiry of its token, whichever comes first. The stream calls
+    ``end_watcher`` when it ends, however it ends. (Two calls, not a context manager: a
+    suspended generator per open stream is memory that buys nothing.)"""
     principal = context.principal
-    owner, ends_at = "", None
+    services.quota.take(context.tenant)
+    seconds = services.settings.max_stream_seconds * random.uniform(0.9, 1.0)
+    owner = ""
     if principal is not None:
         owner = principal.key_id
         if principal.expires_at is not None:
-            ends_at = services.hub.now() + principal.expires_at - time.time()
-    return Watcher(send, close_on_terminal=close_on_terminal, owner=owner, ends_at=ends_at)
+            seconds = min(seconds, principal.expires_at - time.time())
+    return Watcher(send, close_on_terminal=close_on_terminal, owner=owner,
+                   ends_at=services.hub.now() + seconds)
 
 
 def end_watcher(services: Services, context: Context, watcher: Watcher) -> None:
     watcher.discard()
+    services.quota.give_back(context.tenant)
 
 
 async def wait_for_disconnect(receive: Receive, watcher: Watcher) -> None:

@@ -326,6 +326,50 @@ def test_a_stream_ends_when_its_token_expires_and_then_gets_401(
         assert "expired" in again.json()["detail"]
 
 
+def test_streams_older_than_the_limit_end_with_a_retry(start_gateway, redis_url: str) -> None:
+    gateway = start_gateway(GATEWAY_MAX_STREAM_SECONDS="1", GATEWAY_RETRY_MS="200")
+    with httpx.Client(base_url=gateway.url, timeout=10) as client, SyncWorker.from_url(
+            redis_url) as worker:
+        worker.create("old")
+        with client.stream("GET", "/v1/jobs", headers=STREAM) as stream:
+            body = b"".join(stream.iter_bytes())
+        retry = int(body.rstrip().splitlines()[-1].removeprefix(b"retry: "))
+        assert 200 <= retry <= 400  # jittered between 1x and 2x GATEWAY_RETRY_MS
+
+
+def test_a_tenant_past_its_stream_limit_gets_429_and_its_streams_go_on(
+    start_gateway, redis_url: str, tenants: Tenants
+) -> None:
+    gateway = start_gateway(GATEWAY_MAX_STREAMS_PER_TENANT="2")
+    acme = {**STREAM, **bearer(tenants.read)}
+    with httpx.Client(base_url=gateway.url, timeout=10) as client, SyncWorker.from_url(
+            redis_url, tenant="acme") as worker:
+        worker.create("busy")
+        with client.stream("GET", "/v1/jobs/busy", headers=acme) as one, \
+                client.stream("GET", "/v1/jobs", headers=acme) as two:
+            assert one.status_code == two.status_code == 200
+            refused = client.get("/v1/jobs/busy", headers=acme)
+            assert (refused.status_code, refused.json()["error"]) == (
+                429, "limits.too_many_streams")
+            assert int(refused.headers["retry-after"]) > 0
+            # JSON is no stream, and another tenant has its own count.
+            assert client.get("/v1/jobs/busy", headers=bearer(tenants.read)).status_code == 200
+            with client.stream("GET", "/v1/jobs",
+                               headers={**STREAM, **bearer(tenants.other)}) as theirs:
+                assert theirs.status_code == 200
+            worker.start("busy")
+            for stream in (one, two):
+                assert any('"status":"running"' in line for line in stream.iter_lines())
+        # Closed streams give their places back.
+        deadline = time.monotonic() + 5
+        while True:
+            with client.stream("GET", "/v1/jobs", headers=acme) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
 def test_a_token_limited_to_jobs_opens_only_those(
     start_gateway, redis_url: str, tenants: Tenants
 ) -> None:

@@ -1,12 +1,16 @@
-"""``gateway keys``, and the start-up refusal on a public address (README, Auth)."""
+"""``gateway keys``, the start-up refusal on a public address, and the body limit
+(README, Auth)."""
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import subprocess
 import sys
 import time
 
+import httpx
 import redis
 
 from gateway.auth import apikeys
@@ -87,3 +91,60 @@ def test_a_public_address_without_a_key_is_refused_at_start(redis_url: str) -> N
     assert "not a loopback address" in output and "gateway keys create" in output
     assert "--insecure" in output
     assert time.monotonic() - started < 20
+
+
+def _post_large(url: str, path: str, head: str, chunk: bytes, most: int) -> tuple[bytes, int]:
+    """Send a request and then its body, chunk by chunk, until the answer comes; returns
+    the answer's first bytes and how much of the body was sent."""
+    host, port = url.removeprefix("http://").split(":")
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if select.select([sock], [], [], 0)[0]:
+                return _answer(sock), sent
+            if sent < most:
+                try:
+                    sock.sendall(chunk)
+                except OSError:
+                    break
+                sent += len(chunk)
+            else:
+                time.sleep(0.01)
+        return _answer(sock), sent
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """The response, read until the server closes the connection or 2 s pass."""
+    sock.settimeout(2)
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except OSError:
+        pass
+    return answer
+
+
+def test_a_10_mb_body_gets_413_without_being_read(start_gateway) -> None:
+    gateway = start_gateway()
+    ten_mb = 10 * 1024 * 1024
+    started = time.monotonic()
+    answer, sent = _post_large(gateway.url, "/v1/jobs",
+                               f"Content-Type: application/json\r\nContent-Length: {ten_mb}\r\n",
+                               b" " * 16384, ten_mb)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"request.too_large"' in answer
+    # What was sent before the answer came is what the kernels' buffers took (a few MB
+    # on loopback), not what the gateway read.
+    assert sent < ten_mb and time.monotonic() - started < 5
+    # Also on a route that reads no body, and for a body sent in chunks without a length.
+    answer, _ = _post_large(gateway.url, "/v1/jobs/x/cancel",
+                            f"Content-Length: {ten_mb}\r\n", b" " * 16384, ten_mb)
+    assert answer.startswith(b"HTTP/1.1 413")
+    chunk = b"4000\r\n" + b" " * 16384 + b"\r\n"
+    answer, sent = _post_large(gateway.url, "/v1/jobs", "Transfer-Encoding: chunked\r\n",
+                               chunk, ten_mb)
+    assert answer.startswith(b"HTTP/1.1 413") and sent < ten_mb
+    assert httpx.get(f"{gateway.url}/healthz").status_code == 200
