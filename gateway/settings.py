@@ -58,10 +58,11 @@ class Settings:
     header_timeout_seconds: float = 10.0
     keepalive_seconds: int = 75
     # README, Auth: serve without a key on a public address (never the default), the
-    # secret that signs browser tokens (else one made once in Redis), and the bounds of
-    # streams.
+    # secret that signs browser tokens (else one made once in Redis), the browser origins
+    # allowed to call the API, and the bounds of streams.
     insecure: bool = False
     token_secret: str | None = None
+    cors_origins: tuple[str, ...] = ()
     max_streams_per_tenant: int = 10_000
     max_stream_seconds: float = 3600.0
 
@@ -179,6 +180,22 @@ def _secret(raw: str) -> str:
     return raw
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = []
+    for part in raw.split(","):
+        origin = part.strip().rstrip("/")
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if origin == "*" or parts.scheme not in ("http", "https") or not parts.hostname or (
+                parts.path or parts.query or parts.fragment or parts.username):
+            raise ValueError(f"{origin!r} is not an origin: give each as scheme://host[:port] "
+                             "(no path, no '*': credentials are allowed, so each origin is "
+                             "named)")
+        origins.append(origin)
+    return tuple(origins)
+
+
 def _log_level(raw: str) -> str:
     level = raw.lower()
     if level not in ("critical", "error", "warning", "info", "debug", "trace"):
@@ -209,6 +226,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "keepalive_seconds": ("GATEWAY_KEEPALIVE_SECONDS", _positive_int),
     "insecure": ("GATEWAY_INSECURE", _boolean),
     "token_secret": ("GATEWAY_TOKEN_SECRET", _secret),
+    "cors_origins": ("GATEWAY_CORS_ORIGINS", _origins),
     "max_streams_per_tenant": ("GATEWAY_MAX_STREAMS_PER_TENANT", _positive_int),
     "max_stream_seconds": ("GATEWAY_MAX_STREAM_SECONDS", _positive),
 }

@@ -79,10 +79,19 @@ def test_the_command_stops_on_a_bad_value() -> None:
 def test_auth_settings_are_read() -> None:
     settings = Settings.from_env({
         "GATEWAY_INSECURE": "true", "GATEWAY_TOKEN_SECRET": "s" * 32,
+        "GATEWAY_CORS_ORIGINS": "https://dash.example, http://localhost:3000/",
         "GATEWAY_MAX_STREAMS_PER_TENANT": "5", "GATEWAY_MAX_STREAM_SECONDS": "60",
     })
     assert settings.insecure and settings.token_secret == "s" * 32
+    assert settings.cors_origins == ("https://dash.example", "http://localhost:3000")
     assert (settings.max_streams_per_tenant, settings.max_stream_seconds) == (5, 60.0)
+
+
+@pytest.mark.parametrize("origin", ["*", "https://dash.example/app", "dash.example",
+                                    "ftp://dash.example", "https://u@dash.example"])
+def test_a_cors_origin_must_be_an_origin(origin: str) -> None:
+    with pytest.raises(SettingsError, match="GATEWAY_CORS_ORIGINS"):
+        Settings.from_env({"GATEWAY_CORS_ORIGINS": origin})
 
 
 def test_a_short_token_secret_is_refused_without_being_shown() -> None:

@@ -4,8 +4,8 @@ Made once per request by the front (gateway.web.front) from the request's header
 handed to the endpoint: the request id, the credential it came with and who that made it
 (its principal, and so its tenant), the negotiated representation. The endpoint notes on
 it what the access log reports (status, whether it streamed). Every response goes out
-through it, which adds the headers every response carries (today ``X-Request-ID``) in
-this one place, and never wraps a stream's ``send``.
+through it, which adds the headers every response carries (``X-Request-ID``, and CORS
+headers for an allowed origin) in this one place, and never wraps a stream's ``send``.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ TOKEN_COOKIE = "gateway_token"
 
 class Context:
     __slots__ = ("_accept", "_api_key", "_authorization", "_cookie", "_query", "headers",
-                 "principal", "request_id", "started", "status", "stream",
+                 "origin", "principal", "request_id", "started", "status", "stream",
                  "tenant")
 
     def __init__(self, scope: Scope) -> None:
-        given = accept = authorization = api_key = cookie = None
+        given = accept = authorization = api_key = cookie = origin = None
         for name, value in scope.get("headers") or ():
             # The first of each, as Starlette's Headers.get reads them.
             if name == b"accept":
@@ -60,11 +60,15 @@ class Context:
             elif name == b"x-api-key":
                 if api_key is None:
                     api_key = value.decode("latin-1")
-            elif name == b"cookie" and cookie is None:
-                cookie = value.decode("latin-1")
+            elif name == b"cookie":
+                if cookie is None:
+                    cookie = value.decode("latin-1")
+            elif name == b"origin" and origin is None:
+                origin = value.decode("latin-1")
         self._accept = accept
         self._authorization, self._api_key, self._cookie = authorization, api_key, cookie
         self._query: bytes = scope.get("query_string", b"")
+        self.origin = origin
         self.request_id = given if given and _REQUEST_ID.fullmatch(given) else _new_request_id()
         # Every key and channel a request touches is its tenant's, and the tenant comes
         # from the credential alone (the front sets both once it verified it).

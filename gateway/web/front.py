@@ -1,8 +1,8 @@
 """The ASGI entry: every request's one path through the gateway.
 
 For each request: a context (gateway.web.context), the route that matches in the one
-route table (gateway.web.routes), the guard's checks (gateway.web.guard: the body limit,
-the credential), its handler, and the answer: a whole response, or a
+route table (gateway.web.routes), the guard's checks (gateway.web.guard: CORS, OPTIONS,
+the body limit, the credential), its handler, and the answer: a whole response, or a
 stream that runs in this same call until the client leaves. An ApiError, a Redis outage
 or an unexpected error before a response started becomes the contract's error body; the
 access line is written at the end, whatever happened.
@@ -67,6 +67,7 @@ class Front:
             return
         context = Context(scope)
         guard = self._guard
+        guard.greet(context)
         try:
             raw = scope.get("raw_path")
             # An encoded slash (%2F) is part of a path segment, not a separator: routes are
@@ -81,8 +82,12 @@ class Front:
                 raise problems.no_route()
             scope.update(child)
             resource: Resource = route.endpoint  # type: ignore[assignment]
-            guard.admit(context, scope, resource.protected)
-            reply = await resource(Request(scope, receive), context, send)
+            reply: Response | Any
+            if scope["method"] == "OPTIONS":
+                reply = guard.options(context, scope, resource.allow)
+            else:
+                guard.admit(context, scope, resource.protected)
+                reply = await resource(Request(scope, receive), context, send)
             if isinstance(reply, Response):
                 await context.respond(reply, scope, receive, send)
             else:

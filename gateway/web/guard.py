@@ -1,12 +1,14 @@
 """What the front checks of every request before its endpoint runs (README, Auth).
 
-In this order: a declared body over the limit (413 before a byte of it is read), and, on
-every /v1 URL, the credential: who the caller is, and so the tenant of every key and
-channel the request may name.
+In this order: the CORS headers its answer will carry, ``OPTIONS`` (answered here, since
+a browser's preflight comes without credentials), a declared body over the limit (413
+before a byte of it is read), and, on every /v1 URL, the credential: who the caller is,
+and so the tenant of every key and channel the request may name.
 """
 
 from __future__ import annotations
 
+from starlette.responses import Response
 from starlette.types import Scope
 
 from gateway.auth.keyring import NotLoaded, Unauthenticated
@@ -18,7 +20,19 @@ from gateway.web.services import Services
 class Guard:
     def __init__(self, services: Services) -> None:
         self._services = services
+        self._cors = services.cors
         self._max_body = services.settings.max_body_bytes
+
+    def greet(self, context: Context) -> None:
+        """Before the route is known: the headers every answer carries."""
+        if self._cors.enabled:
+            context.headers.extend(self._cors.headers(context.origin))
+
+    def options(self, context: Context, scope: Scope, allow: str) -> Response:
+        headers = dict((k.decode("latin-1"), v.decode("latin-1"))
+                       for k, v in scope.get("headers") or ())
+        return self._cors.options(context.origin, headers.get("access-control-request-method"),
+                                  headers.get("access-control-request-headers"), allow)
 
     def admit(self, context: Context, scope: Scope, protected: bool) -> None:
         """413, 401 or 503, or nothing: the request may go on (as its principal)."""

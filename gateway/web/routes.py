@@ -23,7 +23,8 @@ _READS = ("GET", "HEAD")
 
 
 class Resource:
-    """The handlers of one URL, by method. ``HEAD`` is served wherever ``GET`` is."""
+    """The handlers of one URL, by method. ``HEAD`` is served wherever ``GET`` is, and
+    ``OPTIONS`` everywhere (by the front: CORS preflights come without credentials)."""
 
     def __init__(self, *, protected: bool = True, **handlers: Handler) -> None:
         self.protected = protected
@@ -31,7 +32,7 @@ class Resource:
         if "GET" in self._handlers:
             self._handlers.setdefault("HEAD", self._handlers["GET"])
         order = sorted(self._handlers, key=lambda m: _READS.index(m) if m in _READS else 2)
-        self.allow = ", ".join(order)
+        self.allow = ", ".join([*order, "OPTIONS"])
 
     def __call__(self, request: Request, context: Context, send: Send) -> Awaitable[Reply]:
         method = request.method

@@ -1,5 +1,5 @@
-"""What the endpoints share: the settings and what is made of them (the stream quota),
-and the backend, hub, keyring and metrics the app opens."""
+"""What the endpoints share: the settings and what is made of them (CORS, the stream
+quota), and the backend, hub, keyring and metrics the app opens."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from gateway.backend.base import Backend
 from gateway.fanout.hub import Hub
 from gateway.observability.metrics import Metrics
 from gateway.settings import Settings
+from gateway.web.cors import Cors
 from gateway.web.quota import StreamQuota
 
 
@@ -17,6 +18,7 @@ from gateway.web.quota import StreamQuota
 class Services:
     settings: Settings
     metrics: Metrics
+    cors: Cors = field(init=False)
     quota: StreamQuota = field(init=False)
     # Set by the app's lifespan once they are open; no request arrives before that.
     backend: Backend = None  # type: ignore[assignment]
@@ -24,4 +26,5 @@ class Services:
     keyring: Keyring = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        self.cors = Cors(self.settings.cors_origins)
         self.quota = StreamQuota(self.settings.max_streams_per_tenant)

@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from gateway.auth import apikeys
 from gateway.auth.principal import Scope
+from gateway.embedded import free_port
 from gateway.worker import SyncWorker
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -126,6 +127,32 @@ def _follow_to_the_end(page: Page, worker: SyncWorker, job_id: str) -> list[dict
     wait_for(page, "window.source.readyState === 2")
     log: list[dict[str, object]] = page.evaluate("window.log")
     return [e for e in log if e["event"] != "error"]
+
+
+def test_a_page_on_another_origin_streams_with_a_token_in_the_url(
+    start_gateway, redis_url: str, r: redis.Redis, page: Page
+) -> None:
+    """README, Auth: a page's server mints a short-lived token; the page, on another origin,
+    streams with it in ``?access_token=``; no key is in any URL or log."""
+    port = free_port()
+    page_origin = f"http://localhost:{port}"  # another origin than 127.0.0.1:port
+    key, _ = apikeys.create(r, "acme", Scope.WRITE)
+    gateway = start_gateway(port=port, GATEWAY_RETRY_MS="300",
+                            GATEWAY_CORS_ORIGINS=page_origin)
+    minted = httpx.post(f"{gateway.url}/v1/tokens", headers={"Authorization": f"Bearer {key}"},
+                        json={"scope": "read", "job_ids": ["cors"], "ttl_seconds": 300})
+    token = minted.json()["token"]
+    with SyncWorker.from_url(redis_url, tenant="acme") as worker:
+        worker.create("cors")
+        page.goto(f"{page_origin}/healthz")
+        page.evaluate(RECORDER, f"{gateway.url}/v1/jobs/cors?access_token={token}")
+        events = _follow_to_the_end(page, worker, "cors")
+    assert [(e["event"], e["version"]) for e in events] == [
+        ("snapshot", 1), ("status", 2), ("status", 3)]
+    assert gateway.terminate() == 0
+    output = gateway.output()
+    assert token not in output and key not in output
+    assert output.count('"path": "/v1/jobs/cors"') == 2  # the stream, then the 204
 
 
 def test_a_page_streams_with_a_token_in_a_cookie(

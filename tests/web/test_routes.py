@@ -47,7 +47,7 @@ async def test_a_resource_dispatches_by_method_and_answers_405_with_allow() -> N
         return "deleted"
 
     resource = Resource(get=get, delete=delete)  # type: ignore[arg-type]
-    assert resource.allow == "GET, HEAD, DELETE"
+    assert resource.allow == "GET, HEAD, DELETE, OPTIONS"
     writer = Context(scope("GET", "/"))
     writer.authenticated(Principal("acme", Scope.WRITE, "k1", "key"))
     for method, answer in (("GET", "got"), ("HEAD", "got"), ("DELETE", "deleted")):
@@ -56,7 +56,7 @@ async def test_a_resource_dispatches_by_method_and_answers_405_with_allow() -> N
     with pytest.raises(ApiError) as refused:
         await resource(Request(scope("PUT", "/")), writer, None)  # type: ignore[arg-type]
     assert refused.value.status == 405 and refused.value.headers == {
-        "Allow": "GET, HEAD, DELETE"}
+        "Allow": "GET, HEAD, DELETE, OPTIONS"}
 
 
 async def test_a_read_credential_may_read_and_gets_403_for_a_change() -> None:

@@ -1,0 +1,56 @@
+"""CORS: which browser origins may call the API, and the headers that tell them so.
+
+``GATEWAY_CORS_ORIGINS`` names them (README, Auth). For a listed origin, every answer, the
+event streams included, carries ``Access-Control-Allow-Origin: <origin>``,
+``Access-Control-Allow-Credentials: true`` and ``Vary: Origin``, and a preflight
+``OPTIONS`` is answered; for any other origin no CORS header at all. The headers are
+computed once per origin and join the context's response headers (gateway.web.context),
+so a stream pays nothing per event for them. Why not Starlette's ``CORSMiddleware``:
+docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+ALLOWED_HEADERS = ("Authorization", "Content-Type", "If-None-Match", "Last-Event-ID",
+                   "Prefer", "X-Api-Key", "X-Request-ID")
+# What a page may read of an answer, besides the CORS-safelisted headers.
+EXPOSED_HEADERS = ("ETag", "Location", "Preference-Applied", "Retry-After", "X-Request-ID",
+                   "WWW-Authenticate")
+MAX_AGE_SECONDS = 600
+_VARY = (b"vary", b"Origin")
+
+
+class Cors:
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self._origins = frozenset(origins)
+        self.enabled = bool(origins)
+        self._allowed_headers = frozenset(h.lower() for h in ALLOWED_HEADERS)
+
+    def headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        """The headers every answer to a request from ``origin`` carries."""
+        if not self.enabled:
+            return []
+        if origin is None or origin not in self._origins:
+            # Not a CORS header: it tells caches that another origin may get another answer.
+            return [_VARY]
+        return [(b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"access-control-allow-credentials", b"true"),
+                (b"access-control-expose-headers", ", ".join(EXPOSED_HEADERS).encode()),
+                _VARY]
+
+    def options(self, origin: str | None, request_method: str | None,
+                request_headers: str | None, allow: str) -> Response:
+        """The answer to ``OPTIONS``: a preflight's for an allowed origin that asks for a
+        method and headers this URL takes; otherwise 204 with ``Allow`` alone."""
+        headers = {"Allow": allow}
+        asked = [h.strip().lower() for h in (request_headers or "").split(",") if h.strip()]
+        if (self.enabled and origin in self._origins and request_method in allow.split(", ")
+                and all(h in self._allowed_headers for h in asked)):
+            headers.update({
+                "Access-Control-Allow-Methods": allow,
+                "Access-Control-Allow-Headers": ", ".join(ALLOWED_HEADERS),
+                "Access-Control-Max-Age": str(MAX_AGE_SECONDS),
+            })
+        return Response(status_code=204, headers=headers)
