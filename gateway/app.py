@@ -7,7 +7,6 @@ unset), or under any ASGI server: ``uvicorn --factory gateway.app:create_app``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,8 +23,6 @@ from gateway.web.front import Front
 from gateway.web.guard import Guard
 from gateway.web.routes import routes
 from gateway.web.services import Services
-
-log = logging.getLogger("gateway.auth")
 
 
 def create_app(settings: Settings | None = None) -> Front:
@@ -81,14 +78,10 @@ def create_app(settings: Settings | None = None) -> Front:
 
 
 def _check_exposure(keyring: Keyring, settings: Settings) -> None:
-    """Refuse to serve a public address without auth; say loudly when serving without it."""
+    """Refuse to serve a public address without auth (the keyring says how it serves,
+    loudly, once it has read the keys: gateway.auth.keyring)."""
     if not keyring.loaded or keyring.has_keys:
         return
     refusal = exposure_refusal(settings.host, settings.insecure)
     if refusal is not None:
         raise SettingsError(f"GATEWAY_HOST={settings.host}: {refusal}")
-    log.warning(
-        "NO AUTH: no API key exists, so every /v1 request is served, as the tenant "
-        "'default', to anyone who can reach %s%s. Create a key to turn auth on (no restart "
-        "needed): REDIS_URL=... gateway keys create --tenant NAME --scope write",
-        settings.host, " (--insecure)" if settings.insecure else "")

@@ -95,8 +95,7 @@ def create(client: redis.Redis, tenant: str, scope: Scope, name: str = "") -> tu
         key_id = secrets.token_hex(6)
         key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         record = KeyRecord(key_id, tenant, scope, name, _now(), digest(key))
-        if client.hsetnx(keys.api_keys_key(), key_id, record.encode()):
-            client.incr(keys.api_keys_version_key())
+        if _write(client, record, only_new=True):
             return key, record
 
 
@@ -124,9 +123,22 @@ def revoke(client: redis.Redis, key_id: str) -> KeyRecord | None:
     if raw is None:
         return None
     record = KeyRecord.decode(key_id, raw)
-    if record.revoked:
-        return record
-    revoked = replace(record, revoked_at=_now())
-    client.hset(keys.api_keys_key(), key_id, revoked.encode())
-    client.incr(keys.api_keys_version_key())
+    revoked = record if record.revoked else replace(record, revoked_at=_now())
+    # Written (again) with the version bump in one transaction, even when it was revoked
+    # already: a revoke that failed half-way and is run again still reaches the gateways.
+    _write(client, revoked, only_new=False)
     return revoked
+
+
+def _write(client: redis.Redis, record: KeyRecord, *, only_new: bool) -> bool:
+    """Write ``record`` (``only_new``: unless its id is taken) with the keys' version bump
+    in one MULTI/EXEC: gateways reload the keys when the version moves, so a record never
+    lands without it. Whether it was written."""
+    with client.pipeline(transaction=True) as pipe:
+        if only_new:
+            pipe.hsetnx(keys.api_keys_key(), record.key_id, record.encode())
+        else:
+            pipe.hset(keys.api_keys_key(), record.key_id, record.encode())
+        pipe.incr(keys.api_keys_version_key())
+        written, _ = pipe.execute()
+    return not only_new or bool(written)

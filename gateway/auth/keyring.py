@@ -78,6 +78,10 @@ class Keyring:
                  token_secret: bytes | None,
                  on_revoked: Callable[[Collection[str]], None]) -> None:
         self._backend = backend
+        self._host = host
+        # While the app starts, a public address without keys stops it (gateway.app);
+        # keys read later can only be reported.
+        self._starting = True
         self._may_open = insecure or is_loopback(host)
         self._insecure = insecure
         self._given_secret = token_secret
@@ -102,6 +106,7 @@ class Keyring:
             await keyring.refresh()
         except BackendUnavailable as exc:
             log.error("cannot read the API keys yet (%s): /v1 answers 503 until they are", exc)
+        keyring._starting = False
         async with anyio.create_task_group() as tg:
             tg.start_soon(keyring._refresh_loop)
             try:
@@ -125,13 +130,16 @@ class Keyring:
     async def refresh(self) -> None:
         """Reload the keys if they changed, and write down when keys were last used."""
         backend = self._backend
-        if not self.secret:
-            self.secret = self._given_secret or await backend.token_secret(
-                secrets.token_hex(32).encode())
         version = await backend.api_keys_version()
-        if not self.loaded or version != self._version:
+        # No version: no key was ever made, or Redis lost them: read again every time
+        # (one more round trip a second, only then).
+        if not self.loaded or version is None or version != self._version:
+            # The secret too: a Redis that lost it (and the keys' version with it) gets a
+            # new one, which every process then reads, instead of each keeping its own.
+            secret = self._given_secret or await backend.token_secret(
+                secrets.token_hex(32).encode())
             rows = await backend.api_keys()
-            self._version = version
+            self.secret, self._version = secret, version
             self._replace(rows)
         await self._write_uses()
 
@@ -142,8 +150,15 @@ class Keyring:
                 records[key_id] = apikeys.KeyRecord.decode(key_id, raw)
             except ValueError as exc:
                 log.error("%s: it is ignored", exc)
-        was_open, previous = self.loaded and self.open, self._records
-        self._records, self._any, self.loaded = records, bool(rows), True
+        was_open, previous, first = self.loaded and self.open, self._records, not self.loaded
+        if self._any and not rows:
+            # Keys this process has seen are gone (a Redis that lost its data, a flush):
+            # that never turns auth off. Until a key exists again, nobody is let in.
+            log.error("the API keys this gateway knew are gone from Redis: every /v1 "
+                      "request gets 401 until a key is created again")
+        self._records, self._any, self.loaded = records, self._any or bool(rows), True
+        if first:
+            self._tell_exposure()
         ended = {key_id for key_id, record in previous.items()
                  if not record.revoked and self._live(key_id) is None}
         if was_open and not self.open:
@@ -152,14 +167,29 @@ class Keyring:
         if ended:
             self._on_revoked(ended)
 
+    def _tell_exposure(self) -> None:
+        """Say loudly how requests without a credential are treated, once keys are read."""
+        if self._any:
+            return
+        refusal = exposure_refusal(self._host, self._insecure)
+        if refusal is not None:
+            if not self._starting:
+                log.error("%s. Until one exists every /v1 request gets 401.", refusal)
+            return
+        log.warning(
+            "NO AUTH: no API key exists, so every /v1 request is served, as the tenant "
+            "'default', to anyone who can reach %s%s. Create a key to turn auth on (no "
+            "restart needed): REDIS_URL=... gateway keys create --tenant NAME --scope write",
+            self._host, " (--insecure)" if self._insecure else "")
+
     def _live(self, key_id: str) -> KeyRecord | None:
         record = self._records.get(key_id)
         return record if record is not None and not record.revoked else None
 
     @property
     def has_keys(self) -> bool:
-        """Whether any key exists (a revoked one too: revoking the last key never turns
-        auth off)."""
+        """Whether any key exists, or existed since this process started (a revoked one
+        counts: revoking the last key, or losing them all, never turns auth off)."""
         return self._any
 
     @property
@@ -177,11 +207,7 @@ class Keyring:
             if not self.open:
                 raise Unauthenticated("this request needs a credential: an API key "
                                       "(Authorization: Bearer, or X-Api-Key) or a token")
-            if not self._insecure and server_host is not None and not self._local(server_host):
-                # Plain uvicorn bound to a public address with no key (gateway serve
-                # refuses to start so): never serve it without auth.
-                raise Unauthenticated("no API key exists, and this gateway was reached on a "
-                                      "public address: create a key (README, Auth)")
+            self._check_local(server_host)
             return ANONYMOUS
         value = credential.value
         key_id = apikeys.key_id_of(value)
@@ -204,17 +230,25 @@ class Keyring:
         if principal.key_id == OPEN:
             if not self.open:
                 raise Unauthenticated("the token was minted without a key, and keys exist now")
+            self._check_local(server_host)
         else:
             record = self._live(principal.key_id)
             if record is None or record.tenant != principal.tenant:
                 raise Unauthenticated("the key that minted the token was revoked")
         return principal
 
-    def _local(self, host: str) -> bool:
-        known = self._servers.get(host)
-        if known is None:
-            known = self._servers[host] = is_loopback(host)
-        return known
+    def _check_local(self, server_host: str | None) -> None:
+        """Without keys, only a request that reached a loopback address is served (or any,
+        with --insecure): plain uvicorn bound to a public address with no key (gateway
+        serve refuses to start so) never serves it without auth."""
+        if self._insecure or server_host is None:
+            return
+        local = self._servers.get(server_host)
+        if local is None:
+            local = self._servers[server_host] = is_loopback(server_host)
+        if not local:
+            raise Unauthenticated("no API key exists, and this gateway was reached on a "
+                                  "public address: create a key (README, Auth)")
 
     # -- last use -----------------------------------------------------------------------
 

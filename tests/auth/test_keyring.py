@@ -12,6 +12,7 @@ from gateway.auth import apikeys, tokens
 from gateway.auth.keyring import Credential, Keyring, NotLoaded, Unauthenticated
 from gateway.auth.principal import ANONYMOUS, OPEN, Scope
 from gateway.backend.standalone import StandaloneBackend
+from gateway.contract import keys
 
 pytestmark = pytest.mark.anyio
 
@@ -98,3 +99,61 @@ async def test_every_process_shares_one_token_secret(backend: StandaloneBackend)
     await first.refresh()
     await second.refresh()
     assert first.secret == second.secret and len(first.secret) >= 32
+
+
+async def test_keys_that_vanish_never_turn_auth_off(
+    backend: StandaloneBackend, r: redis.Redis
+) -> None:
+    """Found in review: a Redis that lost the keys (a flush, a failover to an empty
+    replica) made every loopback gateway open again, silently."""
+    apikeys.create(r, "acme", Scope.WRITE)
+    ring = keyring(backend, [])
+    await ring.refresh()
+    r.delete(keys.api_keys_key(), keys.api_keys_version_key())
+    await ring.refresh()
+    assert not ring.open and ring.has_keys
+    with pytest.raises(Unauthenticated):
+        ring.authenticate(None, "127.0.0.1")
+
+
+async def test_a_token_minted_without_a_key_is_refused_on_a_public_address(
+    backend: StandaloneBackend,
+) -> None:
+    """Found in review: the check that a request without keys reached a loopback address
+    was skipped for tokens minted then."""
+    ring = keyring(backend, [])
+    await ring.refresh()
+    token, _ = tokens.mint(ring.secret, ANONYMOUS, Scope.READ, ttl_seconds=60, job_ids=None)
+    assert ring.authenticate(Credential("query", token), "127.0.0.1").tenant == "default"
+    with pytest.raises(Unauthenticated, match="public address"):
+        ring.authenticate(Credential("query", token), "10.1.2.3")
+
+
+async def test_a_lost_token_secret_is_read_again_with_the_keys(
+    backend: StandaloneBackend, r: redis.Redis
+) -> None:
+    """Found in review: a process kept the secret it first read, so after Redis lost it,
+    processes signed with different secrets."""
+    ring = keyring(backend, [])
+    await ring.refresh()
+    old = ring.secret
+    r.flushall()  # the data is lost; another process makes a new secret
+    other = keyring(backend, [])
+    await other.refresh()
+    assert other.secret != old
+    await ring.refresh()
+    assert ring.secret == other.secret == r.get(keys.token_secret_key())
+
+
+def test_every_create_and_revoke_moves_the_version(r: redis.Redis) -> None:
+    """Found in review: a revoke run again after one that failed before the version bump
+    changed nothing, and gateways never reloaded the key."""
+    def version() -> int:
+        return int(r.get(keys.api_keys_version_key()) or 0)
+
+    _, record = apikeys.create(r, "acme", Scope.READ)
+    assert version() == 1
+    first = apikeys.revoke(r, record.key_id)
+    again = apikeys.revoke(r, record.key_id)
+    assert version() == 3
+    assert first is not None and again is not None and again.revoked_at == first.revoked_at
