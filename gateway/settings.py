@@ -187,12 +187,20 @@ def _origins(raw: str) -> tuple[str, ...]:
         if not origin:
             continue
         parts = urlsplit(origin)
-        if origin == "*" or parts.scheme not in ("http", "https") or not parts.hostname or (
-                parts.path or parts.query or parts.fragment or parts.username):
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        scheme = parts.scheme.lower()
+        if origin == "*" or scheme not in ("http", "https") or not parts.hostname or (
+                parts.path or parts.query or parts.fragment or parts.username or port == -1):
             raise ValueError(f"{origin!r} is not an origin: give each as scheme://host[:port] "
                              "(no path, no '*': credentials are allowed, so each origin is "
                              "named)")
-        origins.append(origin)
+        # As a browser writes its Origin: lower case, no default port.
+        default = {"http": 80, "https": 443}[scheme]
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        origins.append(f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else ""))
     return tuple(origins)
 
 

@@ -98,3 +98,11 @@ def test_a_short_token_secret_is_refused_without_being_shown() -> None:
     with pytest.raises(SettingsError, match="GATEWAY_TOKEN_SECRET") as refused:
         Settings.from_env({"GATEWAY_TOKEN_SECRET": "hunter2-is-short"})
     assert "hunter2" not in str(refused.value)
+
+
+def test_cors_origins_are_written_as_browsers_send_them() -> None:
+    """Found in review: an origin listed in capitals or with its default port never
+    matched the Origin a browser sends."""
+    settings = Settings.from_env({"GATEWAY_CORS_ORIGINS":
+                                  "HTTPS://Dash.Example:443,http://LOCALHOST:80,http://h:8080"})
+    assert settings.cors_origins == ("https://dash.example", "http://localhost", "http://h:8080")

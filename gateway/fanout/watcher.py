@@ -37,7 +37,7 @@ class Watcher(AsgiWriter):
     __slots__ = ("_busy", "_end", "_ended", "_epoch", "_finishing", "_pending", "_sent",
                  "aborted", "close_on_terminal", "closed", "ends_at", "owner", "task")
 
-    def __init__(self, send: Send, *, close_on_terminal: bool, owner: str = "",
+    def __init__(self, send: Send, *, close_on_terminal: bool, owner: str | None = None,
                  ends_at: float | None = None) -> None:
         super().__init__(send)
         # Who opened the stream (the credential's key: a revocation ends the streams it

@@ -84,13 +84,12 @@ class Context:
     def credential(self) -> Credential | None:
         """The credential the request carries, by precedence: the Authorization header,
         X-Api-Key, ``?access_token=`` (RFC 6750 section 2.3), the ``gateway_token``
-        cookie. An Authorization header that is not ``Bearer <credential>`` is given as
-        it is, and refused as malformed."""
+        cookie. An Authorization header of another scheme (a proxy's Basic, say) is not
+        ours, and the next source counts."""
         if self._authorization is not None:
             scheme, _, value = self._authorization.strip().partition(" ")
-            if scheme.lower() != "bearer":
-                value = ""
-            return Credential("authorization", value.strip())
+            if scheme.lower() == "bearer":
+                return Credential("authorization", value.strip())
         if self._api_key is not None:
             return Credential("x-api-key", self._api_key.strip())
         query = self._query

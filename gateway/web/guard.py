@@ -44,6 +44,13 @@ class Guard:
         if not protected:
             return
         credential = context.credential()
+        if credential is not None and credential.in_url_or_cookie and scope["method"] not in (
+                "GET", "HEAD"):
+            # A browser sends a cookie with any form another site posts, and a URL is
+            # easily handed on: from there a token reads, and changes nothing.
+            raise problems.invalid_credentials(
+                "a token in the URL or a cookie is accepted for GET and HEAD only: send it "
+                "as Authorization: Bearer", given=True)
         server = scope.get("server")
         try:
             principal = self._services.keyring.authenticate(

@@ -91,7 +91,10 @@ class JobEndpoint:
             if message.get("body") != HEARTBEAT:
                 changed.set()
 
-        watcher = Watcher(note, close_on_terminal=True)
+        # Owned by its credential, as a stream: a revocation ends the wait too.
+        principal = context.principal
+        watcher = Watcher(note, close_on_terminal=True,
+                          owner=principal.key_id if principal is not None else None)
         async with self.services.hub.watch([keys.job_channel(tenant, job_id)], watcher,
                                            "longpoll"):
             record = await backend.read(tenant, job_id)

@@ -57,7 +57,7 @@ def new_watcher(services: Services, context: Context, send: Send, *,
     principal = context.principal
     services.quota.take(context.tenant)
     seconds = services.settings.max_stream_seconds * random.uniform(0.9, 1.0)
-    owner = ""
+    owner = None
     if principal is not None:
         owner = principal.key_id
         if principal.expires_at is not None:

@@ -469,6 +469,15 @@ def test_a_token_in_the_query_counts_and_is_never_logged_however_it_is_encoded(
                       f"limit=5&access_token={token.replace('.', '%2E')}"):
             assert client.get(f"/v1/jobs?{query}").status_code == 200, query
         assert client.get("/v1/jobs?access_token=").status_code == 401
+        # Found in review: a write token in a cookie let any site's form change jobs.
+        write = mint(client, tenants.write, scope="write")
+        client.post("/v1/jobs", json={"job_id": "kept"}, headers=bearer(write))
+        for refused in (client.post("/v1/jobs/kept/cancel", headers={
+                            "Cookie": f"gateway_token={write}"}),
+                        client.delete(f"/v1/jobs/kept?access_token={write}")):
+            assert (refused.status_code, refused.json()["error"]) == UNAUTHENTICATED
+            assert "GET and HEAD only" in refused.json()["detail"]
+        assert client.post("/v1/jobs/kept/cancel", headers=bearer(write)).status_code == 202
         cookie = client.get("/v1/jobs", headers={"Cookie": f"theme=dark; gateway_token={token}"})
         assert cookie.status_code == 200
     assert gateway.terminate() == 0

@@ -33,3 +33,21 @@ def test_every_start_carries_the_request_id_once_and_notes_the_status() -> None:
     assert start["headers"] == [(b"vary", b"Accept"), (b"x-request-id",
                                                        context.request_id.encode())]
     assert context.status == 204
+
+
+def test_the_credential_comes_from_the_first_source_by_precedence() -> None:
+    def credential(*headers: tuple[bytes, bytes], query: bytes = b"") -> object:
+        raw = scope(*headers)
+        raw["query_string"] = query
+        found = Context(raw).credential()
+        return None if found is None else (found.source, found.value)
+
+    assert credential() is None
+    assert credential((b"authorization", b"Bearer  k1 "), (b"x-api-key", b"k2")) == (
+        "authorization", "k1")
+    assert credential((b"x-api-key", b"k2"), query=b"access_token=t1") == ("x-api-key", "k2")
+    assert credential(query=b"limit=5&access%5Ftoken=t%2E1") == ("query", "t.1")
+    assert credential((b"cookie", b"theme=dark; gateway_token=t2")) == ("cookie", "t2")
+    # Found in review: a proxy's Basic credentials hid the token in the URL or cookie.
+    assert credential((b"authorization", b"Basic dXNlcjpwYXNz"),
+                      (b"cookie", b"gateway_token=t2")) == ("cookie", "t2")
