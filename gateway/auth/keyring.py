@@ -32,6 +32,9 @@ log = logging.getLogger("gateway.auth")
 
 REFRESH_SECONDS = 1.0
 USE_NOTED_EVERY_SECONDS = 60.0
+# Tokens verified and not expired, kept so that a page's reconnects (EventSource comes
+# back with the same URL) skip the signature check (docs/architecture.md has the cost).
+MAX_VERIFIED_TOKENS = 4096
 
 
 class Unauthenticated(Exception):
@@ -94,6 +97,7 @@ class Keyring:
         self._used: dict[str, float] = {}  # key id → last use not yet written
         self._written: dict[str, float] = {}  # key id → when its use was last written
         self._servers: dict[str, bool] = {}  # local address → loopback?
+        self._verified: dict[str, Principal] = {}  # token → what it grants
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -139,6 +143,8 @@ class Keyring:
             secret = self._given_secret or await backend.token_secret(
                 secrets.token_hex(32).encode())
             rows = await backend.api_keys()
+            if secret != self.secret:
+                self._verified.clear()
             self.secret, self._version = secret, version
             self._replace(rows)
         await self._write_uses()
@@ -223,10 +229,7 @@ class Keyring:
             return Principal(record.tenant, record.scope, key_id, "key")
         if not tokens.looks_like_token(value):
             raise Unauthenticated("malformed credential: neither an API key nor a token")
-        try:
-            principal = tokens.verify(self.secret, value)
-        except tokens.InvalidToken as exc:
-            raise Unauthenticated(str(exc)) from None
+        principal = self._verify_token(value)
         if principal.key_id == OPEN:
             if not self.open:
                 raise Unauthenticated("the token was minted without a key, and keys exist now")
@@ -235,6 +238,23 @@ class Keyring:
             record = self._live(principal.key_id)
             if record is None or record.tenant != principal.tenant:
                 raise Unauthenticated("the key that minted the token was revoked")
+        return principal
+
+    def _verify_token(self, token: str) -> Principal:
+        verified = self._verified
+        principal = verified.get(token)
+        if principal is not None:
+            assert principal.expires_at is not None
+            if principal.expires_at > time.time():
+                return principal
+            del verified[token]
+        try:
+            principal = tokens.verify(self.secret, token)
+        except tokens.InvalidToken as exc:
+            raise Unauthenticated(str(exc)) from None
+        if len(verified) >= MAX_VERIFIED_TOKENS:
+            del verified[next(iter(verified))]  # the oldest
+        verified[token] = principal
         return principal
 
     def _check_local(self, server_host: str | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection
 
+import anyio
 import pytest
 import redis
 
@@ -157,3 +158,14 @@ def test_every_create_and_revoke_moves_the_version(r: redis.Redis) -> None:
     again = apikeys.revoke(r, record.key_id)
     assert version() == 3
     assert first is not None and again is not None and again.revoked_at == first.revoked_at
+
+
+async def test_a_token_verified_once_still_expires(backend: StandaloneBackend) -> None:
+    ring = keyring(backend, [])
+    await ring.refresh()
+    token, _ = tokens.mint(ring.secret, ANONYMOUS, Scope.READ, ttl_seconds=1, job_ids=None)
+    credential = Credential("query", token)
+    assert ring.authenticate(credential, None) == ring.authenticate(credential, None)
+    await anyio.sleep(2.05)  # exp is whole seconds: at most 2 s after minting
+    with pytest.raises(Unauthenticated, match="expired"):
+        ring.authenticate(credential, None)
