@@ -39,36 +39,30 @@ def _new_request_id() -> str:
 TOKEN_COOKIE = "gateway_token"
 
 
+# The request headers the gateway reads, each by its place in Context.__init__'s list.
+_READ = {name: i for i, name in enumerate((b"accept", b"x-request-id", b"authorization",
+                                            b"x-api-key", b"cookie", b"origin",
+                                            b"content-length"))}
+
+
 class Context:
-    __slots__ = ("_accept", "_api_key", "_authorization", "_cookie", "_query", "headers",
-                 "origin", "principal", "request_id", "started", "status", "stream",
-                 "tenant")
+    __slots__ = ("_accept", "_api_key", "_authorization", "_cookie", "_query",
+                 "content_length", "headers", "origin", "principal", "request_id", "started",
+                 "status", "stream", "tenant")
 
     def __init__(self, scope: Scope) -> None:
-        given = accept = authorization = api_key = cookie = origin = None
+        found: list[str | None] = [None] * len(_READ)
         for name, value in scope.get("headers") or ():
+            i = _READ.get(name)
             # The first of each, as Starlette's Headers.get reads them.
-            if name == b"accept":
-                if accept is None:
-                    accept = value.decode("latin-1")
-            elif name == b"x-request-id":
-                if given is None:
-                    given = value.decode("latin-1")
-            elif name == b"authorization":
-                if authorization is None:
-                    authorization = value.decode("latin-1")
-            elif name == b"x-api-key":
-                if api_key is None:
-                    api_key = value.decode("latin-1")
-            elif name == b"cookie":
-                if cookie is None:
-                    cookie = value.decode("latin-1")
-            elif name == b"origin" and origin is None:
-                origin = value.decode("latin-1")
+            if i is not None and found[i] is None:
+                found[i] = value.decode("latin-1")
+        accept, given, authorization, api_key, cookie, origin, length = found
         self._accept = accept
         self._authorization, self._api_key, self._cookie = authorization, api_key, cookie
         self._query: bytes = scope.get("query_string", b"")
         self.origin = origin
+        self.content_length = length
         self.request_id = given if given and _REQUEST_ID.fullmatch(given) else _new_request_id()
         # Every key and channel a request touches is its tenant's, and the tenant comes
         # from the credential alone (the front sets both once it verified it).
@@ -99,9 +93,9 @@ class Context:
                 if name == "access_token":
                     return Credential("query", value)
         if self._cookie is not None:
-            value = cookie_parser(self._cookie).get(TOKEN_COOKIE)
-            if value is not None:
-                return Credential("cookie", value)
+            token = cookie_parser(self._cookie).get(TOKEN_COOKIE)
+            if token is not None:
+                return Credential("cookie", token)
         return None
 
     def authenticated(self, principal: Principal) -> None:

@@ -36,11 +36,9 @@ class Guard:
 
     def admit(self, context: Context, scope: Scope, protected: bool) -> None:
         """413, 401 or 503, or nothing: the request may go on (as its principal)."""
-        for name, value in scope.get("headers") or ():
-            if name == b"content-length":
-                if value.isdigit() and int(value) > self._max_body:
-                    raise problems.too_large(self._max_body)
-                break
+        length = context.content_length
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            raise problems.too_large(self._max_body)
         if not protected:
             return
         credential = context.credential()
