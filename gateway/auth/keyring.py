@@ -12,6 +12,8 @@ When a key was last used is written back at most once a minute per key and proce
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -35,10 +37,18 @@ USE_NOTED_EVERY_SECONDS = 60.0
 # Tokens verified and not expired, kept so that a page's reconnects (EventSource comes
 # back with the same URL) skip the signature check (docs/architecture.md has the cost).
 MAX_VERIFIED_TOKENS = 4096
+# A key this process does not know makes it read the keys again at once (a key made a
+# moment ago works at once), at most this often: unknown keys sent in a flood cost Redis
+# a few GETs a second, not one each.
+CATCH_UP_SECONDS = 0.25
 
 
 class Unauthenticated(Exception):
     """The credential grants nothing; the text says why, never what it was."""
+
+
+class UnknownKey(Unauthenticated):
+    """A well-formed key this process has not read: perhaps one made a moment ago."""
 
 
 class NotLoaded(Exception):
@@ -55,6 +65,12 @@ class Credential:
     @property
     def in_url_or_cookie(self) -> bool:
         return self.source in ("query", "cookie")
+
+
+def _seen(future: asyncio.Future[None]) -> None:
+    # Its callers got the outcome (or left): asyncio need not report it again.
+    if not future.cancelled():
+        future.exception()
 
 
 def is_loopback(host: str) -> bool:
@@ -98,6 +114,8 @@ class Keyring:
         self._written: dict[str, float] = {}  # key id → when its use was last written
         self._servers: dict[str, bool] = {}  # local address → loopback?
         self._verified: dict[str, Principal] = {}  # token → what it grants
+        self._catching_up: asyncio.Future[None] | None = None
+        self._caught_up_at = -CATCH_UP_SECONDS
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -148,6 +166,24 @@ class Keyring:
             self.secret, self._version = secret, version
             self._replace(rows)
         await self._write_uses()
+
+    async def catch_up(self) -> None:
+        """Read the keys now, once for every caller that asks meanwhile, and at most every
+        CATCH_UP_SECONDS (a caller waits for the next turn, so a flood of unknown keys is
+        slowed, not served). An outage is no error here: the caller's key stays unknown."""
+        catching_up = self._catching_up
+        if catching_up is None or catching_up.done():
+            catching_up = self._catching_up = asyncio.ensure_future(self._catch_up())
+            catching_up.add_done_callback(_seen)
+        with contextlib.suppress(BackendUnavailable):
+            await asyncio.shield(catching_up)
+
+    async def _catch_up(self) -> None:
+        wait = self._caught_up_at + CATCH_UP_SECONDS - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._caught_up_at = time.monotonic()
+        await self.refresh()
 
     def _replace(self, rows: dict[str, bytes]) -> None:
         records: dict[str, KeyRecord] = {}
@@ -222,8 +258,10 @@ class Keyring:
                 raise Unauthenticated("an API key is never accepted in a URL or a cookie: "
                                       "send it in the Authorization header, and give pages "
                                       "a token (POST /v1/tokens)")
-            record = self._live(key_id)
-            if record is None or not record.matches(value):
+            record = self._records.get(key_id)
+            if record is None:
+                raise UnknownKey("unknown API key")
+            if record.revoked or not record.matches(value):
                 raise Unauthenticated("unknown or revoked API key")
             self._note_use(key_id)
             return Principal(record.tenant, record.scope, key_id, "key")

@@ -86,7 +86,9 @@ class Front:
             if scope["method"] == "OPTIONS":
                 reply = guard.options(context, scope, resource.allow)
             else:
-                guard.admit(context, scope, resource.protected)
+                if not guard.admit(context, scope, resource.protected):
+                    await guard.catch_up()  # a key made a moment ago works at once
+                    guard.admit(context, scope, resource.protected, caught_up=True)
                 reply = await resource(Request(scope, receive), context, send)
             if isinstance(reply, Response):
                 await context.respond(reply, scope, receive, send)

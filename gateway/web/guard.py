@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import Scope
 
-from gateway.auth.keyring import NotLoaded, Unauthenticated
+from gateway.auth.keyring import NotLoaded, Unauthenticated, UnknownKey
 from gateway.web import problems
 from gateway.web.context import Context
 from gateway.web.services import Services
@@ -34,13 +34,16 @@ class Guard:
         return self._cors.options(context.origin, headers.get("access-control-request-method"),
                                   headers.get("access-control-request-headers"), allow)
 
-    def admit(self, context: Context, scope: Scope, protected: bool) -> None:
-        """413, 401 or 503, or nothing: the request may go on (as its principal)."""
+    def admit(self, context: Context, scope: Scope, protected: bool, *,
+              caught_up: bool = False) -> bool:
+        """413, 401 or 503; True: the request may go on (as its principal); False: its key
+        is unknown here, and may be one made a moment ago: ``catch_up``, then ask again
+        with ``caught_up``."""
         length = context.content_length
         if length is not None and length.isdigit() and int(length) > self._max_body:
             raise problems.too_large(self._max_body)
         if not protected:
-            return
+            return True
         credential = context.credential()
         if credential is not None and credential.in_url_or_cookie and scope["method"] not in (
                 "GET", "HEAD"):
@@ -55,6 +58,14 @@ class Guard:
                 credential, server[0] if server else None)
         except NotLoaded:
             raise problems.backend_unavailable() from None
+        except UnknownKey as exc:
+            if not caught_up:
+                return False
+            raise problems.invalid_credentials(str(exc), given=True) from None
         except Unauthenticated as exc:
             raise problems.invalid_credentials(str(exc), given=credential is not None) from None
         context.authenticated(principal)
+        return True
+
+    async def catch_up(self) -> None:
+        await self._services.keyring.catch_up()

@@ -287,6 +287,22 @@ def test_a_revoked_key_ends_its_open_streams_within_5_seconds(
         assert (again.status_code, again.json()["error"]) == UNAUTHENTICATED
 
 
+def test_a_key_made_while_the_gateway_runs_works_at_once(
+    start_gateway, r: redis.Redis, tenants: Tenants
+) -> None:
+    """Found by a new user: a key refused for up to a second after it was made, as
+    'unknown or revoked'."""
+    gateway = start_gateway()
+    for _ in range(3):
+        key, _ = apikeys.create(r, "acme", Scope.READ)
+        assert httpx.get(f"{gateway.url}/v1/jobs", headers=bearer(key)).status_code == 200
+    unknown = "gwk_000000000000_" + "A" * 43
+    started = time.monotonic()
+    for _ in range(4):  # each waits for the next reload turn (4 a second), then 401
+        assert httpx.get(f"{gateway.url}/v1/jobs", headers=bearer(unknown)).status_code == 401
+    assert 0.5 < time.monotonic() - started < 3
+
+
 def test_revoking_a_key_revokes_the_tokens_it_minted(
     start_gateway, r: redis.Redis, tenants: Tenants
 ) -> None:
