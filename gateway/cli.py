@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.auth.keyring import exposure_refusal
     from gateway.embedded import EmbeddedRedis
     from gateway.observability import logs
     from gateway.runtime import Server
@@ -46,6 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        refusal = exposure_refusal(settings.host, settings.insecure)
+        if refusal is not None and not _any_key(settings.redis_url):
+            print(f"gateway: refusing to start: {refusal}", file=sys.stderr)
+            return 2
         config = uvicorn.Config(
             create_app(settings),
             host=settings.host,
@@ -62,6 +67,20 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn_server = Server(config)
         uvicorn_server.run()
     return 0 if uvicorn_server.started else 3
+
+
+def _any_key(url: str | None) -> bool:
+    """Whether an API key exists (True when Redis cannot say: the app checks again once it
+    has read the keys, gateway.app)."""
+    import redis
+
+    from gateway.contract import keys
+
+    try:
+        with redis.Redis.from_url(url or "", socket_timeout=5, socket_connect_timeout=5) as r:
+            return bool(r.exists(keys.api_keys_key()))
+    except (redis.exceptions.RedisError, ValueError):
+        return True
 
 
 def _redis_url(command: str) -> str | None:
@@ -124,12 +143,16 @@ def _keys(args: argparse.Namespace) -> int:
             print(f"gateway keys revoke: no key {args.key_id!r}", file=sys.stderr)
             return 1
         print(f"revoked {revoked.key_id} (tenant {revoked.tenant}, {revoked.scope.value}) at "
-              f"{revoked.revoked_at}; gateways refuse it within 5 s", file=sys.stderr)
+              f"{revoked.revoked_at}; gateways refuse it within 5 s")
         return 0
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
     columns = ["key_id", "tenant", "scope", "name", "created_at", "last_used_at", "revoked_at"]
+    if not rows:
+        print("no API key (gateway keys create --tenant NAME --scope read|write)",
+              file=sys.stderr)
+        return
     cells = [[str(row[c] or "-") for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     for line in [columns, *cells]:

@@ -96,8 +96,8 @@ def insufficient_scope(detail: str) -> ApiError:
 
 def too_many_streams(limit: int, retry_after: int) -> ApiError:
     return ApiError(429, "limits.too_many_streams",
-                    f"this tenant has {limit} streams open on this gateway process, its limit; "
-                    "try again later", {"Retry-After": str(retry_after)})
+                    f"this tenant has reached its limit of {limit} open streams on this gateway "
+                    "process; try again later", {"Retry-After": str(retry_after)})
 
 
 def no_route() -> ApiError:

@@ -53,11 +53,20 @@ def test_a_key_is_printed_once_and_only_its_hash_is_kept(redis_url: str, r: redi
     assert key not in table.stdout
 
     revoked = gateway_command(redis_url, "keys", "revoke", key_id)
-    assert revoked.returncode == 0 and "revoked" in revoked.stderr
+    assert revoked.returncode == 0
     listed = json.loads(gateway_command(redis_url, "keys", "list", "--json").stdout)
     assert listed[0]["revoked_at"] is not None and listed[1]["revoked_at"] is None
+    assert revoked.stdout.startswith(f"revoked {key_id}")
     missing = gateway_command(redis_url, "keys", "revoke", "000000000000")
     assert missing.returncode == 1 and "no key" in missing.stderr
+
+
+def test_listing_no_keys_says_so(redis_url: str) -> None:
+    """Found by a new user: the table of no keys crashed."""
+    for args in ([], ["--tenant", "nobody"]):
+        listed = gateway_command(redis_url, "keys", "list", *args)
+        assert listed.returncode == 0 and listed.stdout == ""
+        assert "no API key" in listed.stderr
 
 
 def test_bad_key_requests_are_refused_clearly(redis_url: str) -> None:
@@ -86,11 +95,25 @@ def test_a_public_address_without_a_key_is_refused_at_start(redis_url: str) -> N
     started = time.monotonic()
     refused = gateway_command(redis_url, "serve", "--host", "0.0.0.0", "--port",
                               str(free_port()))
-    assert refused.returncode == 3
-    output = refused.stdout + refused.stderr
-    assert "not a loopback address" in output and "gateway keys create" in output
-    assert "--insecure" in output
+    assert refused.returncode == 2
+    # One plain line, as for a bad setting (a new user found it inside a traceback).
+    assert refused.stderr.startswith("gateway: refusing to start: no API key exists, and "
+                                     "0.0.0.0 is not a loopback address")
+    assert "gateway keys create" in refused.stderr and "--insecure" in refused.stderr
+    assert "Traceback" not in refused.stderr
     assert time.monotonic() - started < 20
+
+
+def test_under_plain_uvicorn_the_app_refuses_too(redis_url: str) -> None:
+    """The app checks again once it has read the keys: under plain uvicorn, GATEWAY_HOST
+    says where it is served (uvicorn starts the app before it binds its socket)."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app", "--port",
+         str(free_port())],
+        env={"REDIS_URL": redis_url, "GATEWAY_HOST": "0.0.0.0", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0
+    assert "not a loopback address" in refused.stdout + refused.stderr
 
 
 def _post_large(url: str, path: str, head: str, chunk: bytes, most: int) -> tuple[bytes, int]:
