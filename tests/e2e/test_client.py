@@ -174,3 +174,33 @@ async def test_follow_many_passes_a_reset_on(start_gateway, worker: SyncWorker) 
                 second = await anext(stream)
     assert (first.event, first.job) == ("reset", None)
     assert (second.event, second.job_id, second.job.status) == ("status", "z1", "running")
+
+
+async def test_an_api_key_is_sent_and_a_refusal_raises(start_gateway, redis_url: str) -> None:
+    """README, Auth: ``api_key=`` takes a key or a token; 401 raises, never retried."""
+    import redis
+
+    from gateway.auth import apikeys
+    from gateway.auth.principal import Scope
+    from gateway.client import Unauthorized
+
+    with redis.Redis.from_url(redis_url) as r:
+        key, _ = apikeys.create(r, "acme", Scope.READ)
+    gateway = start_gateway()
+    with SyncWorker.from_url(redis_url, tenant="acme") as worker:
+        worker.create("keyed")
+        async with AsyncClient(gateway.url, api_key=key) as client:
+            assert (await client.get("keyed")).status == "queued"
+            worker.cancel("keyed")
+            with anyio.fail_after(10):
+                events = [e async for e in client.follow("keyed")]
+            assert events[-1].status == "canceled"
+        for anonymous in (AsyncClient(gateway.url), AsyncClient(gateway.url, api_key="nope")):
+            async with anonymous as client:
+                with pytest.raises(Unauthorized):
+                    await client.get("keyed")
+                with anyio.fail_after(5), pytest.raises(Unauthorized):
+                    async for _ in client.follow("keyed"):
+                        pass
+    with Client(gateway.url, api_key=key) as sync_client:
+        assert sync_client.get("keyed").status == "canceled"

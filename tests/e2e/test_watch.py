@@ -7,6 +7,7 @@ fixed time, and checks exactly what it shows.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -120,3 +121,27 @@ def test_an_interrupted_watch_exits_130(gateway, redis_url: str) -> None:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
+
+
+def test_watch_sends_gateway_api_key(start_gateway, redis_url: str) -> None:
+    import redis
+
+    from gateway.auth import apikeys
+    from gateway.auth.principal import Scope
+
+    with redis.Redis.from_url(redis_url) as r:
+        key, _ = apikeys.create(r, "acme", Scope.READ)
+    gateway = start_gateway()
+    with SyncWorker.from_url(redis_url, tenant="acme") as worker:
+        worker.create("w")
+        worker.start("w")
+        worker.complete("w", file_url="https://files.example/w", file_name="w.pdf")
+    refused = subprocess.run([sys.executable, "-m", "gateway", "watch", "--url", gateway.url,
+                              "w"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "auth.invalid_credentials" in refused.stderr
+    watched = subprocess.run([sys.executable, "-m", "gateway", "watch", "--url", gateway.url,
+                              "w"], capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "GATEWAY_API_KEY": key})
+    assert watched.returncode == 0, watched.stderr
+    assert "✓ w completed: w.pdf" in watched.stdout
+    assert key not in watched.stdout + watched.stderr
