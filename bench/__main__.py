@@ -47,6 +47,7 @@ from bench.baseline import Source, worktree
 from bench.contenders import (
     Baseline,
     Contender,
+    Floor,
     Gateway,
     Naive,
     Nchan,
@@ -61,8 +62,8 @@ from bench.scenarios import SCENARIOS, memory_probe
 HERE = Path(__file__).parent
 # The gateway last: its profile round can follow. The baseline (--baseline) right before
 # it, so that the two builds are measured back to back.
-ORDER = ("nchan", "naive", "baseline", "gateway")
-CONTENDERS = ("nchan", "naive", "gateway")  # the default of --contenders
+ORDER = ("nchan", "naive", "floor", "baseline", "gateway")
+CONTENDERS = ("nchan", "naive", "floor", "gateway")  # the default of --contenders
 _CLIENT_RESERVE = 200
 
 
@@ -73,7 +74,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--contenders", default=",".join(CONTENDERS),
-                        help="comma-separated subset of gateway,naive,nchan (with "
+                        help="comma-separated subset of gateway,naive,nchan,floor (with "
                              "--baseline, baseline is added; gateway must be in it)")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; quick 1)")
     parser.add_argument("--profile", choices=("unmet", "all", "none"),
@@ -117,6 +118,8 @@ def _factory(column: str, plan: Plan, workdir: Path, scenario: str,
         return lambda: Baseline(workdir, source, heartbeat=beat)
     if column == "naive":
         return lambda: Naive(workdir, heartbeat=beat)
+    if column == "floor":
+        return lambda: Floor(workdir, heartbeat=beat, hub=scenario == "fanout")
     return lambda: Nchan(workdir, heartbeat=beat)
 
 
@@ -193,6 +196,8 @@ async def _run(args: argparse.Namespace, baseline: Source | None = None) -> int:
         for scenario in args.scenarios:
             results[scenario] = {}
             for column in (c for c in ORDER if c in contenders):
+                if column == "floor" and scenario not in Floor.scenarios:
+                    continue
                 make = _factory(column, plan, workdir, scenario, baseline)
                 await _measure(bench, scenario, make, plan.rounds, column, results[scenario])
                 if scenario == "throughput" and column == "gateway":

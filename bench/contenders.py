@@ -249,7 +249,10 @@ class Gateway(_WithRedis):
         self.name = "gateway" if processes == 1 else f"gateway x{processes}"
 
     def start(self) -> None:
-        env = {**os.environ, "REDIS_URL": self._start_redis(), **self.env}
+        env = {**os.environ, "REDIS_URL": self._start_redis(),
+               # Every stream of the bench is the one tenant's: its per-process limit
+               # (10,000 by default) would stop the ramp before the descriptor limit.
+               "GATEWAY_MAX_STREAMS_PER_TENANT": str(fd_limit()), **self.env}
         if self.heartbeat is not None:
             env["GATEWAY_HEARTBEAT_SECONDS"] = str(self.heartbeat)
         argv = [sys.executable, "-m", "gateway", "serve"]

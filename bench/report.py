@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.measure import Profile, median
 
-COLUMNS = ("gateway", "naive", "nchan")
+COLUMNS = ("gateway", "naive", "nchan", "floor")
 BASELINE = "baseline"  # the gateway of an earlier build (--baseline REF), when one ran
 
 
@@ -138,8 +138,10 @@ def summary(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[dict[
                                             if key in m])
                 if all(v != v for v in values.values()):
                     continue
-                nchan = values["nchan"]
+                nchan, floor = values["nchan"], values["floor"]
                 ratio = values["gateway"] / nchan if nchan == nchan and nchan else math.nan
+                # The floor (bench/floor_app.py): what the gateway adds to its server stack.
+                over_floor = values["gateway"] / floor if floor == floor and floor else math.nan
                 versus: dict[str, float] = {}
                 if with_baseline:
                     # Only the one-process gateway has a baseline to compare with.
@@ -150,7 +152,8 @@ def summary(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[dict[
                 compared, met = (row.goal.check(values["gateway"], values)
                                  if row.goal else (None, None))
                 out.append({"scenario": row.scenario, "metric": key, "label": text + suffix,
-                            "unit": row.unit, **values, "gateway_over_nchan": ratio, **versus,
+                            "unit": row.unit, **values, "gateway_over_nchan": ratio,
+                            "gateway_over_floor": over_floor, **versus,
                             "goal": row.goal.text if row.goal else "",
                             "compared": compared, "met": met,
                             "rounds": {c: len(rounds.get(c, [])) for c in rounds}})
@@ -163,13 +166,16 @@ def _ratio(value: float) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The summary as a Markdown table; with the baseline's two columns after the gateway's
-    where a baseline ran."""
+    where a baseline ran, and the floor's two after nchan's where the floor ran."""
     with_baseline = any(BASELINE in r for r in rows)
+    with_floor = any(r.get("floor", math.nan) == r.get("floor", math.nan) for r in rows)
     base_head, base_rule = ("baseline | gateway/baseline | ", "---: | ---: | ") if (
         with_baseline) else ("", "")
-    lines = [f"| scenario | metric | gateway | {base_head}naive | nchan | gateway/nchan | goal "
-             "| met? |",
-             f"| --- | --- | ---: | {base_rule}---: | ---: | ---: | --- | --- |"]
+    floor_head, floor_rule = ("floor | gateway/floor | ", "---: | ---: | ") if (
+        with_floor) else ("", "")
+    lines = [f"| scenario | metric | gateway | {base_head}naive | nchan | gateway/nchan | "
+             f"{floor_head}goal | met? |",
+             f"| --- | --- | ---: | {base_rule}---: | ---: | ---: | {floor_rule}--- | --- |"]
     for r in rows:
         unit = f" ({r['unit']})" if r["unit"] else ""
         goal = r["goal"]
@@ -178,9 +184,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         met = {True: "yes", False: "**no**", None: "-" if not goal else "n/a"}[r["met"]]
         base = (f"{fmt(r.get(BASELINE))} | {_ratio(r.get('gateway_over_baseline', math.nan))} | "
                 if with_baseline else "")
+        floor = (f"{fmt(r.get('floor'))} | {_ratio(r.get('gateway_over_floor', math.nan))} | "
+                 if with_floor else "")
         lines.append(f"| {r['scenario']} | {r['label']}{unit} | {fmt(r['gateway'])} | {base}"
                      f"{fmt(r['naive'])} | {fmt(r['nchan'])} | "
-                     f"{_ratio(r['gateway_over_nchan'])} | {goal} | {met} |")
+                     f"{_ratio(r['gateway_over_nchan'])} | {floor}{goal} | {met} |")
     return "\n".join(lines)
 
 
