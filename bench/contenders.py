@@ -1,11 +1,13 @@
 """The servers under test: start each on loopback, tell the bench where it is, stop it.
 
-Three contenders (issue 5): this gateway (one process, or two behind one Redis), the naive
-Starlette + sse-starlette app of ``bench/naive_app.py``, and nginx + nchan (memory store,
-one worker) as the reference peer written in C. Each gets a fresh server per measured
-round, so that one round's memory and connections never leak into the next. With
-``--baseline REF`` a fourth, ``Baseline``, is the gateway of an earlier build (REF checked
-out by ``bench/baseline.py``), started exactly as the gateway is.
+Four contenders: this gateway (one process, or two behind one Redis), the naive Starlette +
+sse-starlette app of ``bench/naive_app.py``, nginx + nchan (memory store, one worker) as the
+reference peer written in C (issue 5), and the floor of ``bench/floor_app.py``: a bare
+ASGI app on the gateway's own server stack, in the scenarios it serves (issue 12). Each
+gets a fresh server per measured round, so that one round's memory and connections never
+leak into the next. With ``--baseline REF`` a fifth, ``Baseline``, is the gateway of an
+earlier build (REF checked out by ``bench/baseline.py``), started exactly as the gateway
+is.
 """
 
 from __future__ import annotations
@@ -295,6 +297,27 @@ class Naive(_WithRedis):
         if self.heartbeat is not None:
             env["NAIVE_PING_SECONDS"] = str(self.heartbeat)
         self._spawn([sys.executable, "-m", "bench.naive_app"], env, "/healthz")
+
+
+class Floor(_WithRedis):
+    """The floor (bench/floor_app.py): a bare ASGI app on the gateway's server stack, for
+    the scenarios it can serve."""
+
+    name = column = "floor"
+    scenarios = frozenset({"idle", "heartbeat", "fanout", "json"})
+
+    def __init__(self, workdir: Path, heartbeat: float | None = None,
+                 hub: bool = False) -> None:
+        super().__init__(workdir)
+        self.heartbeat = heartbeat
+        self.hub = hub  # forward the workers' messages (fan-out); elsewhere no pub/sub
+
+    def start(self) -> None:
+        env = {**os.environ, "REDIS_URL": self._start_redis(),
+               "FLOOR_HUB": "1" if self.hub else "0"}
+        if self.heartbeat is not None:
+            env["FLOOR_HEARTBEAT_SECONDS"] = str(self.heartbeat)
+        self._spawn([sys.executable, "-m", "bench.floor_app"], env, "/healthz")
 
 
 class Nchan(Contender):
