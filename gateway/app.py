@@ -64,13 +64,13 @@ def create_app(settings: Settings | None = None) -> Front:
                 host=settings.host,
                 insecure=settings.insecure,
                 token_secret=settings.token_secret.encode() if settings.token_secret else None,
-                on_revoked=hub.finish_owned,
+                on_revoked=hub.end_streams,
             ) as keyring,
         ):
             services.backend, services.hub, services.keyring = backend, hub, keyring
             _check_exposure(keyring, settings)
             runtime.tune_gc()
-            with runtime.streams_end_on_exit_signal(hub, settings.retry_ms):
+            with runtime.streams_end_on_exit_signal(hub):
                 yield
 
     return Front(routes(services), guard=Guard(services), lifespan=lifespan,

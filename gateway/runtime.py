@@ -17,7 +17,6 @@ from typing import Any
 
 import uvicorn
 
-from gateway.contract import frames
 from gateway.fanout.hub import Hub
 
 # Young-generation collections every 50,000 net allocations instead of 700. Each open
@@ -34,24 +33,21 @@ def tune_gc() -> None:
 
 
 @contextmanager
-def streams_end_on_exit_signal(hub: Hub, retry_ms: int) -> Iterator[None]:
+def streams_end_on_exit_signal(hub: Hub) -> Iterator[None]:
     """On SIGTERM/SIGINT, end every open stream with a ``retry:`` (docs/architecture.md),
     and let a stop that went well exit 0.
 
     An ASGI server waits for open responses before it runs the lifespan shutdown, so the
     streams must end when the signal arrives. The server's own handler still runs after
-    ours; jitter spreads the clients' reconnects over [retry, 2 * retry] milliseconds.
+    ours; the hub's end frame (a jittered ``retry:``, gateway.app) spreads the clients'
+    reconnects over [retry, 2 * retry] milliseconds.
     """
     loop = asyncio.get_running_loop()
-
-    def end_streams() -> None:
-        hub.finish_all(lambda: frames.retry_jittered(retry_ms))
-
     previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
         # A signal handler may run between any two bytecodes: only schedule the work.
-        loop.call_soon_threadsafe(end_streams)
+        loop.call_soon_threadsafe(hub.end_streams)
         chained = previous.get(signum)
         if callable(chained):
             chained(signum, frame)

@@ -334,17 +334,18 @@ class Hub:
             if watcher.close_on_terminal or not single_job_only:
                 watcher.finish()
 
-    def finish_owned(self, owners: Collection[str]) -> None:
-        """End the streams opened by any of ``owners`` (revoked credentials), each with
-        the end frame: the client comes back, and is asked for a credential again."""
+    def end_streams(self, owners: Collection[str] | None = None) -> None:
+        """End every open stream (a shutdown), or those opened by any of ``owners``
+        (revoked credentials), after what is pending, each with the end frame: its client
+        comes back later, and is asked for a credential again."""
         for watcher in list(self._watchers):
-            if watcher.owner in owners:
+            if owners is None or watcher.owner in owners:
                 watcher.finish(self._end_frame())
 
-    def finish_all(self, last_frame: Callable[[], bytes] | None = None) -> None:
-        """End every open stream after what is pending, with ``last_frame()`` last."""
+    def finish_all(self) -> None:
+        """End every open stream after what is pending (the hub is closing)."""
         for watcher in list(self._watchers):
-            watcher.finish(last_frame() if last_frame is not None else b"")
+            watcher.finish()
 
     def now(self) -> float:
         """The event loop's time, which ``Watcher.ends_at`` is in (kept, not looked up:
