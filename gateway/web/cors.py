@@ -20,6 +20,8 @@ EXPOSED_HEADERS = ("ETag", "Location", "Preference-Applied", "Retry-After", "X-R
                    "WWW-Authenticate")
 MAX_AGE_SECONDS = 600
 _VARY = (b"vary", b"Origin")
+# Not a CORS header: it tells caches that another origin may get another answer.
+_REFUSED = (_VARY,)
 
 
 class Cors:
@@ -27,18 +29,16 @@ class Cors:
         self._origins = frozenset(origins)
         self.enabled = bool(origins)
         self._allowed_headers = frozenset(h.lower() for h in ALLOWED_HEADERS)
+        exposed = (b"access-control-expose-headers", ", ".join(EXPOSED_HEADERS).encode())
+        self._headers = {origin: ((b"access-control-allow-origin", origin.encode("latin-1")),
+                                  (b"access-control-allow-credentials", b"true"), exposed,
+                                  _VARY)
+                         for origin in origins}
 
-    def headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
-        """The headers every answer to a request from ``origin`` carries."""
-        if not self.enabled:
-            return []
-        if origin is None or origin not in self._origins:
-            # Not a CORS header: it tells caches that another origin may get another answer.
-            return [_VARY]
-        return [(b"access-control-allow-origin", origin.encode("latin-1")),
-                (b"access-control-allow-credentials", b"true"),
-                (b"access-control-expose-headers", ", ".join(EXPOSED_HEADERS).encode()),
-                _VARY]
+    def headers(self, origin: str | None) -> tuple[tuple[bytes, bytes], ...]:
+        """The headers every answer to a request from ``origin`` carries (CORS enabled)."""
+        found = self._headers.get(origin) if origin is not None else None
+        return _REFUSED if found is None else found
 
     def options(self, origin: str | None, request_method: str | None,
                 request_headers: str | None, allow: str) -> Response:
