@@ -27,6 +27,7 @@ import redis
 
 from gateway.auth.principal import Scope
 from gateway.contract import keys
+from gateway.contract.record import rfc3339
 
 PREFIX = "gwk_"
 _KEY = re.compile(r"gwk_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
@@ -44,8 +45,7 @@ def key_id_of(key: str) -> str | None:
 
 def _now() -> str:
     """RFC 3339 UTC to the millisecond (keys made in one second still list in order)."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    return rfc3339(time.time(), millis=True)
 
 
 @dataclass(frozen=True, slots=True)

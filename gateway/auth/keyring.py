@@ -28,6 +28,7 @@ from gateway.auth import apikeys, tokens
 from gateway.auth.apikeys import KeyRecord
 from gateway.auth.principal import ANONYMOUS, OPEN, Principal
 from gateway.backend.base import Backend
+from gateway.contract.record import rfc3339
 from gateway.errors import BackendUnavailable
 
 log = logging.getLogger("gateway.auth")
@@ -320,6 +321,6 @@ class Keyring:
             return
         used, self._used = self._used, {}
         await self._backend.note_key_use({
-            key_id: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+            key_id: rfc3339(at)
             for key_id, at in used.items()})
         self._written.update(used)

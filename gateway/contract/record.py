@@ -42,6 +42,12 @@ def _utf8(raw: bytes) -> bytes:
     return raw
 
 
+def rfc3339(at: float, *, millis: bool = False) -> str:
+    """A time as the contract writes every time: RFC 3339 UTC with ``Z``."""
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+    return f"{text}.{int(at * 1000) % 1000:03d}Z" if millis else f"{text}Z"
+
+
 def etag(event_id: str, *, expired: bool = False) -> str:
     """The entity tag of a job's snapshot as of its change ``event_id`` (``<epoch>-<seq>``),
     marked when the output it names has expired (the body then says null)."""

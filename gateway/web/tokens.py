@@ -7,8 +7,6 @@ jobs and to read, for minutes.
 
 from __future__ import annotations
 
-import time
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Send
@@ -16,6 +14,7 @@ from starlette.types import Send
 from gateway.auth import tokens
 from gateway.auth.principal import Scope
 from gateway.contract import keys
+from gateway.contract.record import rfc3339
 from gateway.web import params, problems
 from gateway.web.context import Context
 from gateway.web.services import Services
@@ -62,5 +61,5 @@ class Tokens:
                                      ttl_seconds=ttl, job_ids=job_ids)
         return JSONResponse(
             {"token": token,
-             "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))},
+             "expires_at": rfc3339(expires)},
             status_code=201, headers={"Cache-Control": "no-store"})
