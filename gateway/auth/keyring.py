@@ -194,7 +194,7 @@ class Keyring:
             except ValueError as exc:
                 log.error("%s: it is ignored", exc)
         was_open, previous, first = self.loaded and self.open, self._records, not self.loaded
-        if self._any and not rows:
+        if previous and not rows:  # said once: a reload with no version finds none again
             # Keys this process has seen are gone (a Redis that lost its data, a flush):
             # that never turns auth off. Until a key exists again, nobody is let in.
             log.error("the API keys this gateway knew are gone from Redis: every /v1 "

@@ -169,3 +169,17 @@ async def test_a_token_verified_once_still_expires(backend: StandaloneBackend) -
     await anyio.sleep(2.05)  # exp is whole seconds: at most 2 s after minting
     with pytest.raises(Unauthenticated, match="expired"):
         ring.authenticate(credential, None)
+
+
+async def test_vanished_keys_are_reported_once(
+    backend: StandaloneBackend, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no version left in Redis the keyring reads the keys on every refresh: the
+    error that they are gone must not come again each second."""
+    apikeys.create(r, "acme", Scope.WRITE)
+    ring = keyring(backend, [])
+    await ring.refresh()
+    r.delete(keys.api_keys_key(), keys.api_keys_version_key())
+    for _ in range(3):
+        await ring.refresh()
+    assert sum("are gone from Redis" in m for m in caplog.messages) == 1
