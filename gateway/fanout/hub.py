@@ -347,6 +347,11 @@ class Hub:
         for watcher in list(self._watchers):
             watcher.finish()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the hub serves (a watcher finds its task on it)."""
+        return self._loop
+
     def now(self) -> float:
         """The event loop's time, which ``Watcher.ends_at`` is in (kept, not looked up:
         gateway.timers says why)."""

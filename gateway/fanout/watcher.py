@@ -38,7 +38,8 @@ class Watcher(AsgiWriter):
                  "aborted", "close_on_terminal", "closed", "ends_at", "owner", "task")
 
     def __init__(self, send: Send, *, close_on_terminal: bool, owner: str | None = None,
-                 ends_at: float | None = None) -> None:
+                 ends_at: float | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(send)
         # Who opened the stream (the credential's key: a revocation ends the streams it
         # owns), and the event loop time at which it ends with a `retry:` (its age limit,
@@ -63,8 +64,9 @@ class Watcher(AsgiWriter):
         self.closed = False
         self.aborted = False
         # The stream's own task, cancelled by abort(): ASGI has no other way to drop a
-        # client that stopped reading.
-        self.task = asyncio.current_task()
+        # client that stopped reading. Given the loop, finding it needs no look-up of the
+        # running loop (gateway.timers says why that matters once per stream).
+        self.task = asyncio.current_task(loop)
 
     # -- called by the stream's own task ------------------------------------------------
 

@@ -120,9 +120,11 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 def configure(level: str) -> None:
-    # Nothing here logs the process or thread, and the access log runs once per request:
-    # skip collecting them (the logging HOWTO's "Optimization"; the process id alone is a
-    # getpid() system call per record).
+    # Nothing here logs the process, the thread or the caller's file and line, and the
+    # access log runs once per request: skip collecting them (the logging HOWTO's
+    # "Optimization"; the process id alone is a getpid() system call per record, and the
+    # caller is found by walking the stack).
+    logging._srcfile = None
     logging.logProcesses = False
     logging.logThreads = False
     logging.logMultiprocessing = False

@@ -42,13 +42,14 @@ TOKEN_COOKIE = "gateway_token"
 # The request headers the gateway reads, each by its place in Context.__init__'s list.
 _READ = {name: i for i, name in enumerate((b"accept", b"x-request-id", b"authorization",
                                             b"x-api-key", b"cookie", b"origin",
-                                            b"content-length"))}
+                                            b"content-length", b"last-event-id",
+                                            b"if-none-match", b"prefer"))}
 
 
 class Context:
     __slots__ = ("_accept", "_api_key", "_authorization", "_cookie", "_query",
-                 "content_length", "headers", "origin", "principal", "request_id", "started",
-                 "status", "stream", "tenant")
+                 "content_length", "headers", "if_none_match", "last_event_id", "origin",
+                 "prefer", "principal", "request_id", "started", "status", "stream", "tenant")
 
     def __init__(self, scope: Scope) -> None:
         found: list[str | None] = [None] * len(_READ)
@@ -57,7 +58,8 @@ class Context:
             # The first of each, as Starlette's Headers.get reads them.
             if i is not None and found[i] is None:
                 found[i] = value.decode("latin-1")
-        accept, given, authorization, api_key, cookie, origin, length = found
+        (accept, given, authorization, api_key, cookie, origin, length, self.last_event_id,
+         self.if_none_match, self.prefer) = found
         self._accept = accept
         self._authorization, self._api_key, self._cookie = authorization, api_key, cookie
         self._query: bytes = scope.get("query_string", b"")

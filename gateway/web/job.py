@@ -56,12 +56,12 @@ class JobEndpoint:
                 if record is None:
                     raise problems.not_found(job_id)
                 past_end = record.terminal and streams.opening_event(
-                    record, params.last_event_id(request)) is None
+                    record, params.last_event_id(request, context)) is None
                 return streams.head(context, send, 204 if past_end else 200)
             return streams.job_stream(services, context, request.receive, send, job_id=job_id,
-                                      last_event_id=params.last_event_id(request))
-        if_none_match = request.headers.get("if-none-match")
-        wait = params.preferred_wait(request.headers.get("prefer")) if if_none_match else None
+                                      last_event_id=params.last_event_id(request, context))
+        if_none_match = context.if_none_match
+        wait = params.preferred_wait(context.prefer) if if_none_match else None
         if wait is not None:
             record = await self._long_poll(context, job_id, if_none_match or "", wait)
         else:

@@ -85,7 +85,7 @@ class JobsEndpoint:
             await services.backend.epoch(context.tenant)
             return streams.head(context, send)
         return jobs_stream(services, context, request.receive, send, job_ids=job_ids or None,
-                           last_event_id=params.last_event_id(request))
+                           last_event_id=params.last_event_id(request, context))
 
     async def create(self, request: Request, context: Context, send: Send) -> Reply:
         """``POST /v1/jobs``: register a queued job (backend services)."""

@@ -88,10 +88,12 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def last_event_id(request: Request) -> EventId | None:
+def last_event_id(request: Request, context: Context) -> EventId | None:
     """The position to resume from: the header (what EventSource sends) wins over the
     ``last_event_id`` query parameter (for a first connection); a malformed one is None."""
-    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    raw = context.last_event_id
+    if not raw and request.scope.get("query_string"):  # most streams come without a query
+        raw = request.query_params.get("last_event_id")
     return EventId.parse(raw)
 
 

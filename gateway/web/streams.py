@@ -62,8 +62,9 @@ def new_watcher(services: Services, context: Context, send: Send, *,
         owner = principal.key_id
         if principal.expires_at is not None:
             seconds = min(seconds, principal.expires_at - time.time())
+    hub = services.hub
     return Watcher(send, close_on_terminal=close_on_terminal, owner=owner,
-                   ends_at=services.hub.now() + seconds)
+                   ends_at=hub.now() + seconds, loop=hub.loop)
 
 
 def end_watcher(services: Services, context: Context, watcher: Watcher) -> None:
