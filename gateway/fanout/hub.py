@@ -50,13 +50,29 @@ class Channel:
         self.watchers: set[Watcher] = set()
         # One future per stream waiting for the SUBSCRIBE confirmation (a shared one would
         # be cancelled for all when one waiter is), made only when someone waits, and
-        # removed by its waiter whatever the outcome.
-        self.ready: set[asyncio.Future[None]] = set()
+        # removed by its waiter whatever the outcome; the set only while someone waits.
+        self.ready: set[asyncio.Future[None]] | None = None
         self.last: tuple[str, int] | None = None  # (epoch, seq)
         # Where the channel stood when its connection was lost, kept until a resync of it
         # completes: what came after it (dispatches included) cannot move that start.
         self.resync_owed = False
         self.lost_at: tuple[str, int] | None = None
+
+
+class Watching:
+    """The block of ``Hub.watch``: an object with four slots, not a generator's suspended
+    frame, since one is held for the whole life of every open stream."""
+
+    __slots__ = ("_hub", "_kind", "_names", "_watcher")
+
+    def __init__(self, hub: Hub, names: list[bytes], watcher: Watcher, kind: str) -> None:
+        self._hub, self._names, self._watcher, self._kind = hub, names, watcher, kind
+
+    async def __aenter__(self) -> None:
+        await self._hub._enter(self._names, self._watcher, self._kind)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._hub._leave(self._names, self._watcher, self._kind)
 
 
 class Hub:
@@ -127,16 +143,16 @@ class Hub:
 
     # -- watchers -----------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def watch(
-        self, channels: Iterable[str], watcher: Watcher, kind: str = "job"
-    ) -> AsyncIterator[None]:
+    def watch(self, channels: Iterable[str], watcher: Watcher, kind: str = "job") -> Watching:
         """Deliver the messages of ``channels`` to ``watcher`` while the block runs.
 
-        Returns once every channel is subscribed (confirmed by Redis), so that a snapshot
-        read afterwards misses nothing; raises BackendUnavailable if that takes too long.
+        Entering returns once every channel is subscribed (confirmed by Redis), so that a
+        snapshot read afterwards misses nothing; it raises BackendUnavailable if that takes
+        too long.
         """
-        names = [c.encode() for c in channels]
+        return Watching(self, [c.encode() for c in channels], watcher, kind)
+
+    async def _enter(self, names: list[bytes], watcher: Watcher, kind: str) -> None:
         new: list[bytes] = []
         for name in names:
             channel = self._channels.get(name)
@@ -150,21 +166,24 @@ class Hub:
             if new:
                 self.backend.subscribe(new)
             await self._until_subscribed(names)
-            yield
-        finally:
-            self._watchers.discard(watcher)
-            self.open_streams[kind] -= 1
-            gone: list[bytes] = []
-            for name in names:
-                channel = self._channels.get(name)
-                if channel is None:
-                    continue
-                channel.watchers.discard(watcher)
-                if not channel.watchers:
-                    del self._channels[name]
-                    gone.append(name)
-            if gone:
-                self.backend.unsubscribe(gone)
+        except BaseException:
+            self._leave(names, watcher, kind)
+            raise
+
+    def _leave(self, names: list[bytes], watcher: Watcher, kind: str) -> None:
+        self._watchers.discard(watcher)
+        self.open_streams[kind] -= 1
+        gone: list[bytes] = []
+        for name in names:
+            channel = self._channels.get(name)
+            if channel is None:
+                continue
+            channel.watchers.discard(watcher)
+            if not channel.watchers:
+                del self._channels[name]
+                gone.append(name)
+        if gone:
+            self.backend.unsubscribe(gone)
 
     async def _until_subscribed(self, names: list[bytes]) -> None:
         # Futures failed by a timer (gateway.timers), not a cancel scope: this runs for
@@ -176,7 +195,10 @@ class Hub:
             if subscribed(name):
                 continue
             confirmed: asyncio.Future[None] = loop.create_future()
-            ready = self._channels[name].ready
+            channel = self._channels[name]
+            ready = channel.ready
+            if ready is None:
+                ready = channel.ready = set()
             ready.add(confirmed)
             timer = fail_at(loop, confirmed, deadline, _not_confirmed)
             try:
@@ -184,6 +206,8 @@ class Hub:
             finally:
                 timer.cancel()
                 ready.discard(confirmed)  # a failed wait must not keep the stream alive
+                if not ready and channel.ready is ready:
+                    channel.ready = None  # not kept for the stream's whole life
 
     # -- told by the backend (gateway.backend.base.Listener) ----------------------------
 

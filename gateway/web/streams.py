@@ -100,32 +100,40 @@ async def job_stream(
     last_event_id: EventId | None,
 ) -> None:
     watcher = new_watcher(services, context, send, close_on_terminal=True)
-    tenant = context.tenant
     try:
         # Subscribe first, read second: whatever changes after the read is already on its
         # way through the hub, and the watcher drops what the snapshot already covered.
-        async with services.hub.watch([keys.job_channel(tenant, job_id)], watcher, "job"):
-            record = await services.backend.read(tenant, job_id)
-            if record is None:
-                raise problems.not_found(job_id)
-            event = opening_event(record, last_event_id)
-            if event is None and record.terminal:
-                # A reconnect at or past the terminal change: 204 stops EventSource.
-                await head(context, send, 204)
-                return
-            opening = Message.from_record(record, event or "progress")
-            watcher.mark_sent(opening)
-            # The retry field shares the opening event's block when there is one: some
-            # clients (httpx-sse) report a block without data as an empty event.
-            body = frames.retry(services.settings.retry_ms)
-            if event is not None:
-                body = body[:-1] + opening.frame
-            final = opening.terminal
-            await send(context.start(200, frames.STREAM_HEADERS))
-            await send(frames.body(body, more=not final))
-            if final:
-                return
-            watcher.release()
-            await wait_for_disconnect(receive, watcher)
+        async with services.hub.watch([keys.job_channel(context.tenant, job_id)], watcher,
+                                      "job"):
+            if await _open_job_stream(services, context, send, watcher, job_id,
+                                      last_event_id):
+                watcher.release()
+                await wait_for_disconnect(receive, watcher)
     finally:
         end_watcher(services, context, watcher)
+
+
+async def _open_job_stream(services: Services, context: Context, send: Send,
+                           watcher: Watcher, job_id: str, last_event_id: EventId | None
+                           ) -> bool:
+    """Write the stream's opening; True if it stays open. (A function of its own so that
+    the snapshot, its frame and the job's record are not held for the stream's life.)"""
+    record = await services.backend.read(context.tenant, job_id)
+    if record is None:
+        raise problems.not_found(job_id)
+    event = opening_event(record, last_event_id)
+    if event is None and record.terminal:
+        # A reconnect at or past the terminal change: 204 stops EventSource.
+        await head(context, send, 204)
+        return False
+    opening = Message.from_record(record, event or "progress")
+    watcher.mark_sent(opening)
+    # The retry field shares the opening event's block when there is one: some clients
+    # (httpx-sse) report a block without data as an empty event.
+    body = frames.retry(services.settings.retry_ms)
+    if event is not None:
+        body = body[:-1] + opening.frame
+    final = opening.terminal
+    await send(context.start(200, frames.STREAM_HEADERS))
+    await send(frames.body(body, more=not final))
+    return not final
