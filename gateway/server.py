@@ -12,7 +12,13 @@
   receive them (``GATEWAY_HEADER_TIMEOUT_SECONDS``: 408, or a plain close when nothing
   came), where httptools accepts any size and uvicorn waits for ever (item 2);
 - sends an HTTP/1.0 client its stream close-delimited, as RFC 9112 section 6.3 says,
-  instead of in chunks that HTTP/1.0 does not have (item 16).
+  instead of in chunks that HTTP/1.0 does not have (item 16);
+- gives each request's cycle a lean event to wait on in ``receive()``, and each
+  connection's flow control one to wait on while the client reads slowly (``_Event``),
+  instead of two ``asyncio.Event``: their deques of waiters alone are about 1.5 KiB held
+  by every open stream, and each wait looks up the running loop (a ``getpid()`` system
+  call on Python 3.11), and a list for the queue of pipelined requests where uvicorn
+  makes a deque (another 0.6 KiB per connection; issue 12, docs/architecture.md).
 
 Everything else is uvicorn's, unchanged.
 """
@@ -76,6 +82,71 @@ class _Guard:
         self.too_large = False
 
 
+class _Event:
+    """What uvicorn's cycle uses of ``asyncio.Event`` (set, clear, is_set, wait), for the
+    one waiter that ``receive()`` almost always is: a future made only while someone
+    waits, on the loop the protocol keeps. Further waiters at once (an app may call
+    ``receive()`` from two tasks) each get a future of their own."""
+
+    __slots__ = ("_loop", "_more", "_value", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._value = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._more: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if self._value:
+            return
+        self._value = True
+        waiter, more = self._waiter, self._more
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if more is not None:
+            for future in more:
+                if not future.done():
+                    future.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        future: asyncio.Future[None] = self._loop.create_future()
+        if self._waiter is None:
+            self._waiter = future
+        else:
+            if self._more is None:
+                self._more = []
+            self._more.append(future)
+        try:
+            await future
+            return True
+        finally:
+            if self._waiter is future:
+                self._waiter = None
+            elif self._more is not None:
+                self._more.remove(future)
+                if not self._more:
+                    self._more = None
+
+
+class _Pipeline(list):  # type: ignore[type-arg]
+    """The queue of pipelined requests uvicorn keeps per connection (appendleft, pop and
+    truth only), empty but for a pipelining client: an empty list is 56 bytes where an
+    empty deque is 624."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
 class _Sweeper:
     """One timer per event loop for every connection that owes a request head (as the hub
     has one timer for every stream): a connection whose head is late is closed on the
@@ -133,6 +204,7 @@ class HttpProtocol(HttpToolsProtocol):
                  ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.guard = _Guard(self.loop.time())
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
 
     @classmethod
     def limits_(cls) -> Limits:
@@ -145,6 +217,13 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        flow = self.flow
+        writable = getattr(flow, "_is_writable_event", None)  # uvicorn's own, where it is
+        if isinstance(writable, asyncio.Event):
+            lean = _Event(self.loop)
+            if writable.is_set():
+                lean.set()
+            flow._is_writable_event = lean  # type: ignore[assignment]
         _sweeper(self.loop).add(self)  # a new connection owes a request head, in time
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -191,8 +270,11 @@ class HttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if running is not None and cycle is not running and not running.response_complete:
             guard.running = running
-        if cycle is not None and cycle is not running and self.scope["http_version"] == "1.0":
-            cycle.send = _close_delimited(cycle)  # type: ignore[method-assign, assignment]
+        if cycle is not None and cycle is not running:
+            # Its task is made but has not run yet: nothing waits on the event it came with.
+            cycle.message_event = _Event(self.loop)  # type: ignore[assignment]
+            if self.scope["http_version"] == "1.0":
+                cycle.send = _close_delimited(cycle)  # type: ignore[method-assign, assignment]
 
     def on_response_complete(self) -> None:
         guard = self.guard

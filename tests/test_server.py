@@ -6,6 +6,7 @@ or too slow, idle connections, HTTP/1.0 clients (issue 10, items 1, 2 and 16).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -14,6 +15,7 @@ import time
 import httpx
 import pytest
 
+from gateway.server import _Event
 from gateway.worker import SyncWorker
 
 
@@ -166,3 +168,47 @@ def test_an_http_1_0_client_gets_its_stream_unchunked_and_closed_at_the_end(
     head, body = answer.split(b"\r\n\r\n", 1)
     assert f"content-length: {len(body)}".encode() in head.lower()
     assert json.loads(body)["job_id"] == "old"
+
+
+def test_requests_pipelined_on_one_connection_are_answered_in_order(
+    gateway, redis_url: str
+) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        for job_id in ("p1", "p2", "p3"):
+            worker.create(job_id)
+    sock = connect(gateway)
+    sock.sendall(b"".join(f"GET /v1/jobs/{job_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                          for job_id in ("p1", "p2", "p3")))
+    answers = b""
+    deadline = time.monotonic() + 10
+    while answers.count(b'"job_id":') < 3 and time.monotonic() < deadline:
+        answers += sock.recv(65536)
+    sock.close()
+    assert re.findall(rb'"job_id":"(p\d)"', answers) == [b"p1", b"p2", b"p3"]
+
+
+# -- the lean event that a cycle's receive() and a connection's flow control wait on -----
+
+
+@pytest.mark.anyio
+async def test_the_lean_event_wakes_every_waiter_and_survives_a_cancelled_one() -> None:
+    event = _Event(asyncio.get_running_loop())
+    assert not event.is_set()
+    first = asyncio.ensure_future(event.wait())
+    second = asyncio.ensure_future(event.wait())
+    gone = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert not first.done() and not second.done() and gone.cancelled()
+    event.set()
+    assert await asyncio.wait_for(first, 1) is True
+    assert await asyncio.wait_for(second, 1) is True
+    assert await asyncio.wait_for(event.wait(), 1) is True  # set: no wait at all
+    event.clear()
+    assert not event.is_set()
+    third = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0.01)
+    assert not third.done()  # cleared: waits again
+    event.set()
+    assert await asyncio.wait_for(third, 1) is True
