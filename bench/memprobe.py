@@ -23,6 +23,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.observability import logs
+from gateway.server import protocol
 from gateway.settings import Settings
 
 
@@ -61,8 +62,10 @@ def main() -> None:
 
     signal.signal(signal.SIGUSR1, mark)
     signal.signal(signal.SIGUSR2, dump)
+    # As gateway serve runs it (gateway.cli): its own HTTP protocol class included.
     uvicorn.run(app, host=settings.host, port=args.port, log_config=None, access_log=False,
-                log_level=settings.log_level)
+                log_level=settings.log_level, http=protocol(settings),
+                timeout_keep_alive=settings.keepalive_seconds)
 
 
 if __name__ == "__main__":
