@@ -18,7 +18,10 @@
   instead of two ``asyncio.Event``: their deques of waiters alone are about 1.5 KiB held
   by every open stream, and each wait looks up the running loop (a ``getpid()`` system
   call on Python 3.11), and a list for the queue of pipelined requests where uvicorn
-  makes a deque (another 0.6 KiB per connection; issue 12, docs/architecture.md).
+  makes a deque (another 0.6 KiB per connection; issue 12, docs/architecture.md);
+- writes a response's head together with its first body, in one ``write()`` system
+  call instead of two (``_HeadWithBody``): a stream's headers and opening frame, a JSON
+  answer's headers and body.
 
 Everything else is uvicorn's, unchanged.
 """
@@ -147,6 +150,59 @@ class _Pipeline(list):  # type: ignore[type-arg]
         self.insert(0, item)
 
 
+class _HeadWithBody:
+    """The transport a cycle writes to until its response's first body.
+
+    uvicorn writes the head when the app sends ``http.response.start`` and each body
+    when it sends one. The head is held here instead, and goes out with the first body
+    in one write; if none follows within this turn of the event loop (a HEAD, a 204, an
+    app that waits before its body), it goes out alone at the end of the turn. Then the
+    cycle writes to the transport itself again: nothing here is on the path of later
+    events. Anything written before the head (``100 Continue``) goes straight out.
+    """
+
+    __slots__ = ("_cycle", "_head", "_loop", "_transport")
+
+    def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._cycle = cycle
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._release()
+            self._transport.writelines((head, data))
+        elif self._cycle.response_started:  # the head
+            self._head = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def _release(self) -> None:
+        self._cycle.transport = self._transport
+        self._head = None
+
+    def flush(self) -> None:
+        head = self._head
+        if head is not None:
+            self._release()
+            if not self._transport.is_closing():
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _Sweeper:
     """One timer per event loop for every connection that owes a request head (as the hub
     has one timer for every stream): a connection whose head is late is closed on the
@@ -271,8 +327,10 @@ class HttpProtocol(HttpToolsProtocol):
         if running is not None and cycle is not running and not running.response_complete:
             guard.running = running
         if cycle is not None and cycle is not running:
-            # Its task is made but has not run yet: nothing waits on the event it came with.
+            # Its task is made but has not run yet: nothing waits on the event it came with,
+            # nothing was written.
             cycle.message_event = _Event(self.loop)  # type: ignore[assignment]
+            cycle.transport = _HeadWithBody(cycle, self.transport, self.loop)  # type: ignore[assignment]
             if self.scope["http_version"] == "1.0":
                 cycle.send = _close_delimited(cycle)  # type: ignore[method-assign, assignment]
 

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from gateway.server import _Event
+from gateway.server import _Event, _HeadWithBody
 from gateway.worker import SyncWorker
 
 
@@ -212,3 +212,81 @@ async def test_the_lean_event_wakes_every_waiter_and_survives_a_cancelled_one() 
     assert not third.done()  # cleared: waits again
     event.set()
     assert await asyncio.wait_for(third, 1) is True
+
+
+# -- a response's head goes out with its first body --------------------------------------
+
+
+class _Recorder:
+    """A transport that records each write() system call uvicorn's cycle would make."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.writes.append(b"".join(parts))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.response_started = False
+        self.transport: object = None
+
+
+@pytest.mark.anyio
+async def test_the_head_and_the_first_body_go_out_in_one_write_and_later_bodies_directly(
+) -> None:
+    real, cycle = _Recorder(), _Cycle()
+    cycle.transport = corked = _HeadWithBody(
+        cycle, real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    corked.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response: straight out
+    cycle.response_started = True
+    corked.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert real.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    corked.write(b"first")
+    assert real.writes[1:] == [b"HTTP/1.1 200 OK\r\n\r\nfirst"]
+    assert cycle.transport is real  # later events are written to the transport itself
+    await asyncio.sleep(0)  # the end-of-turn flush finds nothing left
+    assert len(real.writes) == 2
+
+
+@pytest.mark.anyio
+async def test_a_head_with_no_body_after_it_goes_out_at_the_end_of_the_turn() -> None:
+    real, cycle = _Recorder(), _Cycle()
+    cycle.transport = corked = _HeadWithBody(
+        cycle, real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    cycle.response_started = True
+    corked.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert real.writes == []
+    await asyncio.sleep(0)
+    assert real.writes == [b"HTTP/1.1 204 No Content\r\n\r\n"] and cycle.transport is real
+    # Closed before the turn ended: the head goes out first.
+    real, cycle = _Recorder(), _Cycle()
+    cycle.transport = corked = _HeadWithBody(
+        cycle, real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    cycle.response_started = True
+    corked.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    corked.close()
+    assert real.writes == [b"HTTP/1.1 200 OK\r\n\r\n"] and real.closed
+
+
+def test_a_head_request_gets_its_head_and_the_connection_stays_usable(gateway) -> None:
+    sock = connect(gateway)
+    sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers = b""
+    deadline = time.monotonic() + 10
+    while answers.count(b"HTTP/1.1 200") < 2 and time.monotonic() < deadline:
+        answers += sock.recv(65536)
+    sock.close()
+    assert answers.count(b"HTTP/1.1 200") == 2
