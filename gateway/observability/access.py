@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import Scope
@@ -42,23 +42,42 @@ def redact_query(query: str) -> str:
     return urlencode(pairs)
 
 
+class Sink(Protocol):
+    """Where access lines go around ``logging`` (gateway.observability.logs.AccessSink)."""
+
+    def usable(self) -> bool: ...
+
+    def write(self, msg: str, fields: dict[str, Any]) -> None: ...
+
+
+_sink: Sink | None = None
+
+
+def use_sink(sink: Sink | None) -> None:
+    global _sink
+    _sink = sink
+
+
 def write(context: Context, scope: Scope) -> None:
     """The access line of a request that ended."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    access_log.info(
-        "%s %s %s", scope["method"], scope["path"], context.status,
-        extra={
-            "request_id": context.request_id,
-            "method": scope["method"],
-            "path": scope["path"],
-            "query": redact_query(scope.get("query_string", b"").decode("latin-1")),
-            "status": context.status,
-            "stream": context.stream,
-            # Who asked, as the credential says (never the credential): null when the
-            # route needs none or the credential was refused.
-            "tenant": context.principal.tenant if context.principal is not None else None,
-            "duration_ms": round((time.perf_counter() - context.started) * 1000, 2),
-            "client": (scope.get("client") or ("", 0))[0],
-        },
-    )
+    method, path, status = scope["method"], scope["path"], context.status
+    fields = {
+        "request_id": context.request_id,
+        "method": method,
+        "path": path,
+        "query": redact_query(scope.get("query_string", b"").decode("latin-1")),
+        "status": status,
+        "stream": context.stream,
+        # Who asked, as the credential says (never the credential): null when the route
+        # needs none or the credential was refused.
+        "tenant": context.principal.tenant if context.principal is not None else None,
+        "duration_ms": round((time.perf_counter() - context.started) * 1000, 2),
+        "client": (scope.get("client") or ("", 0))[0],
+    }
+    sink = _sink
+    if sink is not None and sink.usable():
+        sink.write(f"{method} {path} {status}", fields)
+    else:
+        access_log.info("%s %s %s", method, path, status, extra=fields)

@@ -78,3 +78,46 @@ def test_a_refused_stream_request_is_logged_as_a_stream(gateway) -> None:
         assert time.monotonic() < deadline, gateway.output()
         time.sleep(0.05)
     assert [(line["status"], line["stream"]) for line in lines] == [(400, True), (400, True)]
+
+
+def test_the_access_line_is_the_same_around_logging_and_through_it() -> None:
+    """The access log skips logging's machinery while logging is as configure() left it
+    (AccessSink), and goes through it otherwise: the same line either way, in order with
+    every other record."""
+    import io
+    import logging
+    from types import SimpleNamespace
+
+    from gateway.observability import access, logs
+
+    saved = logging.root.handlers[:], logging.root.level
+    try:
+        logs.configure("info")
+        handler = logging.root.handlers[0]
+        assert isinstance(handler, logs.BatchedStreamHandler)
+        handler.stream = io.StringIO()
+        context = SimpleNamespace(request_id="rq-7", status=200, stream=True, principal=None,
+                                  started=time.perf_counter())
+        scope = {"method": "GET", "path": "/v1/jobs/j", "query_string": b"token=s3cret",
+                 "client": ("10.0.0.1", 5)}
+        access.write(context, scope)  # type: ignore[arg-type]
+        logging.getLogger("gateway.other").warning("between")
+        access.access_log.addFilter(lambda record: True)  # logging as configure() left it no more
+        access.write(context, scope)  # type: ignore[arg-type]
+        handler.flush()
+        lines = [json.loads(line) for line in handler.stream.getvalue().splitlines()]
+        assert [line["msg"] for line in lines] == ["GET /v1/jobs/j 200", "between",
+                                                   "GET /v1/jobs/j 200"]
+        fast, slow = lines[0], lines[2]
+        for line in (fast, slow):
+            line.pop("ts"), line.pop("duration_ms")
+        assert fast == slow == {
+            "level": "info", "logger": "gateway.access", "msg": "GET /v1/jobs/j 200",
+            "request_id": "rq-7", "method": "GET", "path": "/v1/jobs/j",
+            "query": "REDACTED=REDACTED", "status": 200, "stream": True, "tenant": None,
+            "client": "10.0.0.1"}
+    finally:
+        access.access_log.filters.clear()
+        access.use_sink(None)
+        logging.root.handlers[:], level = saved
+        logging.root.setLevel(level)
