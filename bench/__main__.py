@@ -57,24 +57,27 @@ from bench.contenders import (
 )
 from bench.measure import median, py_spy
 from bench.plan import Bench, Plan
+from bench.pushpin import Pushpin
+from bench.pushpin import unavailable as pushpin_unavailable
 from bench.scenarios import SCENARIOS, memory_probe
 
 HERE = Path(__file__).parent
 # The gateway last: its profile round can follow. The baseline (--baseline) right before
 # it, so that the two builds are measured back to back.
-ORDER = ("nchan", "naive", "floor", "baseline", "gateway")
-CONTENDERS = ("nchan", "naive", "floor", "gateway")  # the default of --contenders
+ORDER = ("nchan", "pushpin", "naive", "floor", "baseline", "gateway")
+CONTENDERS = ("nchan", "pushpin", "naive", "floor", "gateway")  # the default of --contenders
 _CLIENT_RESERVE = 200
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="bench", description="Benchmarks: the gateway, a naive Starlette app and nchan.")
+        prog="bench",
+        description="Benchmarks: the gateway, a naive Starlette app, nchan and pushpin.")
     parser.add_argument("--quick", action="store_true", help="small counts, under 2 minutes")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--contenders", default=",".join(CONTENDERS),
-                        help="comma-separated subset of gateway,naive,nchan,floor (with "
+                        help="comma-separated subset of gateway,naive,nchan,pushpin,floor (with "
                              "--baseline, baseline is added; gateway must be in it)")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; quick 1)")
     parser.add_argument("--profile", choices=("unmet", "all", "none"),
@@ -120,6 +123,8 @@ def _factory(column: str, plan: Plan, workdir: Path, scenario: str,
         return lambda: Naive(workdir, heartbeat=beat)
     if column == "floor":
         return lambda: Floor(workdir, heartbeat=beat, hub=scenario == "fanout")
+    if column == "pushpin":
+        return lambda: Pushpin(workdir, heartbeat=beat)
     return lambda: Nchan(workdir, heartbeat=beat)
 
 
@@ -162,6 +167,9 @@ def _machine(wrk: str | None) -> dict[str, str]:
         "redis": first_line([server_binary(), "--version"]),
         "nginx": first_line([nginx_binary() or "nginx", "-v"]),
         "nchan": first_line(["dpkg-query", "-W", "libnginx-mod-nchan"]),
+        "pushpin": first_line(["dpkg-query", "-W", "-f", "${Package} ${Version}, ", "pushpin",
+                               "condure", "zurl"]).rstrip(",") + "; GRIP backend: "
+                   "bench/grip_backend.py",
         "load": first_line([wrk, "-v"]) if wrk else "wrk missing: bench.loadgen.http_load",
         "descriptors": f"hard limit {fd_limit():,} per process (bench and servers raise "
                        "their soft limit to it)",
@@ -181,10 +189,14 @@ async def _run(args: argparse.Namespace, baseline: Source | None = None) -> int:
     reasons = ensure_tools("nchan" in args.contenders, "json" in args.scenarios)
     notes: list[str] = []
     contenders = list(args.contenders)
-    if "nchan" in reasons and "nchan" in contenders:
-        contenders.remove("nchan")
-        notes.append(f"nchan skipped: {reasons['nchan']}")
-        print(f"bench: nchan skipped: {reasons['nchan']}", file=sys.stderr)
+    reason = pushpin_unavailable() if "pushpin" in contenders else None
+    if reason:
+        reasons["pushpin"] = reason
+    for peer in ("nchan", "pushpin"):
+        if peer in reasons and peer in contenders:
+            contenders.remove(peer)
+            notes.append(f"{peer} skipped: {reasons[peer]}")
+            print(f"bench: {peer} skipped: {reasons[peer]}", file=sys.stderr)
     if "wrk" in reasons:
         notes.append(f"json: {reasons['wrk']}; the bench's own keep-alive loop measured it")
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -321,9 +333,9 @@ def _scale_notes(plan: Plan) -> list[str]:
         notes.append("QUICK run: small counts, one round, a 2 s heartbeat; a smoke test, "
                      "not results to compare with the goals.")
     if plan.idle_to_fd_limit:
-        notes.append(f"idle 'fd limit' = {limit - 200:,} streams for the gateway and nchan "
-                     f"(the hard descriptor limit {limit:,} less 200 for everything else), "
-                     f"{(limit - 200) // 2:,} for the naive app, which needs a second "
+        notes.append(f"idle 'fd limit' = {limit - 200:,} streams for the gateway, nchan and "
+                     f"pushpin (the hard descriptor limit {limit:,} less 200 for everything "
+                     f"else), {(limit - 200) // 2:,} for the naive app, which needs a second "
                      "descriptor per stream for its own Redis connection.")
     return notes
 
@@ -346,8 +358,8 @@ def _unmet(rows: list[dict[str, Any]], results: dict[str, Any],
         for column, per_round in results.get(scenario, {}).items():
             extra = {k: median([m[k] for m in per_round if k in m])
                      for k in (per_round[0] if per_round else {})
-                     if k.startswith(("client_cpu", "server_cpu", "redis_cpu", "publish_per_s",
-                                      "server_us_per_stream", "missing"))}
+                     if k.startswith(("client_cpu", "server_cpu", "redis_cpu", "grip_cpu",
+                                      "publish_per_s", "server_us_per_stream", "missing"))}
             if extra:
                 context.append(f"{column}: " + ", ".join(f"{k} {report.fmt(v)}"
                                                          for k, v in extra.items()))

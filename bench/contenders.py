@@ -1,13 +1,14 @@
 """The servers under test: start each on loopback, tell the bench where it is, stop it.
 
-Four contenders: this gateway (one process, or two behind one Redis), the naive Starlette +
+Five contenders: this gateway (one process, or two behind one Redis), the naive Starlette +
 sse-starlette app of ``bench/naive_app.py``, nginx + nchan (memory store, one worker) as the
-reference peer written in C (issue 5), and the floor of ``bench/floor_app.py``: a bare
-ASGI app on the gateway's own server stack, in the scenarios it serves (issue 12). Each
-gets a fresh server per measured round, so that one round's memory and connections never
-leak into the next. With ``--baseline REF`` a fifth, ``Baseline``, is the gateway of an
-earlier build (REF checked out by ``bench/baseline.py``), started exactly as the gateway
-is.
+reference peer written in C (issue 5), pushpin (a GRIP proxy, with the small GRIP backend
+it needs; in ``bench/pushpin.py``) as a second peer in every scenario nchan runs in, and
+the floor of ``bench/floor_app.py``: a bare ASGI app on the gateway's own server stack, in
+the scenarios it serves (issue 12). Each gets a fresh server per measured round, so that
+one round's memory and connections never leak into the next. With ``--baseline REF`` a
+sixth, ``Baseline``, is the gateway of an earlier build (REF checked out by
+``bench/baseline.py``), started exactly as the gateway is.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ class Contender:
 
     name = "?"
     column = "?"  # which column of the results table it fills
+    backend_name = "redis"  # what backend_pids() are: names their metrics (redis_kib, ...)
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -167,8 +169,12 @@ class Contender:
         """The process whose resident memory grows with the streams."""
         return self.server_pids()[0]
 
+    def memory_pids(self) -> list[int]:
+        """Whose resident memory, summed, counts as the server's."""
+        return [self.memory_pid()]
+
     def backend_pids(self) -> list[int]:
-        """Helpers whose cost is reported beside (Redis)."""
+        """Helpers whose cost is reported beside (Redis; pushpin's GRIP backend)."""
         return []
 
     def start(self) -> None:

@@ -68,7 +68,7 @@ class CpuWindow:
     def shares(self) -> dict[str, float]:
         """Each side's CPU as a fraction of one core over the window."""
         wall = self.wall or 1e-9
-        return {"server": self.server / wall, "redis": self.backend / wall,
+        return {"server": self.server / wall, "backend": self.backend / wall,
                 "client": self.client / wall}
 
 

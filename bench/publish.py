@@ -6,9 +6,11 @@ GIL, and a blocking worker call cannot delay the client.
 
 For the gateway and the naive app an update is a worker call (the Lua script through
 EVALSHA, ``gateway.worker.SyncWorker``); for nchan it is an HTTP POST of the same
-snapshot JSON to its publisher location. Every update ``k`` sets the job's phase to
-``"b<k>"``, which the client reads back to match receipts to updates. Each function
-returns the publisher's own clock (``time.time_ns()``) taken just before each call.
+snapshot JSON to its publisher location; for pushpin an HTTP POST to its handler's
+``/publish/`` of an item carrying the whole SSE frame (the gateway's: id, ``event:
+progress``, the snapshot as data). Every update ``k`` sets the job's phase to ``"b<k>"``,
+which the client reads back to match receipts to updates. Each function returns the
+publisher's own clock (``time.time_ns()``) taken just before each call.
 """
 
 from __future__ import annotations
@@ -20,22 +22,25 @@ import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 
+from bench.grip_backend import event, snapshot
 from gateway import SyncWorker
 from gateway.contract import script as changes
 from gateway.contract.keys import DEFAULT_TENANT
 from gateway.errors import JobAlreadyExists
 
+T = TypeVar("T")
 _PIPELINE = 200  # updates per pipelined batch (burst and setup)
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:[ \t]*([0-9]+)")
 
 
 @dataclass(frozen=True)
 class Target:
-    kind: str  # "redis": a worker call into the gateway's Redis; "nchan": HTTP POST
-    address: str  # a redis:// URL, or the port of nchan's nginx
+    kind: str  # "redis": a worker call into the gateway's Redis; "nchan", "pushpin": POST
+    address: str  # a redis:// URL, or the port of nchan's nginx or of pushpin's publishing
 
 
 _workers: dict[str, SyncWorker] = {}
@@ -52,17 +57,6 @@ def _post(port: str) -> http.client.HTTPConnection:
     if port not in _posts:
         _posts[port] = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
     return _posts[port]
-
-
-def snapshot(job_id: str, k: int) -> bytes:
-    """What nchan is given to publish: a job snapshot shaped and sized like the gateway's."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return json.dumps({
-        "job_id": job_id, "status": "running", "progress": {"percent": 0.0, "phase": f"b{k}"},
-        "conversion": {}, "output": None, "metrics": {}, "error": None,
-        "cancel_requested": False, "created_at": now, "updated_at": now, "expires_at": None,
-        "version": k + 2,
-    }, separators=(",", ":")).encode()
 
 
 def _post_request(port: str, job_id: str, k: int) -> bytes:
@@ -85,7 +79,10 @@ def forget() -> None:
 
 
 def setup(target: Target, job_ids: list[str], *, running: bool) -> None:
-    """Make the jobs exist: created (and started) in Redis, or a first message in nchan."""
+    """Make the jobs exist: created (and started) in Redis, or a first message in nchan
+    (pushpin: nothing to do)."""
+    if target.kind == "pushpin":
+        return  # a channel needs no creating; the GRIP backend opens with the b0 snapshot
     if target.kind == "nchan":
         _pipelined_posts(target.address, (_post_request(target.address, j, 0) for j in job_ids))
         return
@@ -130,6 +127,13 @@ def update(target: Target, job_id: str, k: int) -> int:
         if response.status >= 300:
             raise RuntimeError(f"nchan publish answered {response.status}")
         return t0
+    if target.kind == "pushpin":
+        body = _pushpin_body([(job_id, k)])
+        t0 = time.time_ns()
+        status = _pushpin_post(target.address, body)
+        if status >= 300:
+            raise RuntimeError(f"pushpin publish answered {status}")
+        return t0
     worker = _worker(target.address)
     t0 = time.time_ns()
     worker.progress(job_id, phase=f"b{k}")
@@ -166,6 +170,15 @@ def burst(target: Target, job_ids: list[str], per_job: int, first: int) -> tuple
         t0 = time.time_ns()
         done = _pipelined_posts(port, requests)
         return t0, time.time_ns(), done
+    if target.kind == "pushpin":
+        # Pushpin's publish endpoint closes the connection after each answer, so it cannot
+        # be pipelined; a POST carries a window of updates as items instead.
+        bodies = [(_pushpin_body(batch), len(batch)) for batch in
+                  _batches(((j, k) for k in range(first, first + per_job) for j in job_ids),
+                           _PIPELINE)]
+        t0 = time.time_ns()
+        done = sum(n for body, n in bodies if _pushpin_post(target.address, body) < 300)
+        return t0, time.time_ns(), done
     client = _worker(target.address).client
     sha = client.script_load(changes.SCRIPT)
     updates = [(j, k) for k in range(first, first + per_job) for j in job_ids]
@@ -192,8 +205,24 @@ def _pipelined_posts(port: str, requests: Iterable[bytes], window: int = _PIPELI
     return ok
 
 
-def _batches(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
+def _pushpin_body(updates: list[tuple[str, int]]) -> bytes:
+    return json.dumps({"items": [
+        {"channel": job_id,
+         "formats": {"http-stream": {"content": event(job_id, k, "progress").decode()}}}
+        for job_id, k in updates]}, separators=(",", ":")).encode()
+
+
+def _pushpin_post(port: str, body: bytes) -> int:
+    """One POST /publish/ (all its items are taken or none); returns the status."""
+    conn = _post(port)  # reopened by http.client after pushpin's `Connection: close`
+    conn.request("POST", "/publish/", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
     for item in items:
         batch.append(item)
         if len(batch) == size:

@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.measure import Profile, median
 
-COLUMNS = ("gateway", "naive", "nchan", "floor")
+COLUMNS = ("gateway", "naive", "nchan", "pushpin", "floor")
 BASELINE = "baseline"  # the gateway of an earlier build (--baseline REF), when one ran
 
 
@@ -45,6 +45,11 @@ ROWS = [
     Row("idle", "mem_kib", "memory per idle stream (server RSS delta / streams)", "KiB",
         Goal("≤ 1.2x nchan", "<=", 1.2, "nchan")),
     Row("idle", "redis_kib", "Redis memory per idle stream", "KiB"),
+    # Pushpin's GRIP backend (bench/grip_backend.py), not counted in pushpin's column.
+    Row("idle", "grip_kib", "pushpin's GRIP backend: memory per idle stream (apart)", "KiB"),
+    Row("idle", "grip_rss_mib", "pushpin's GRIP backend: resident memory (apart)", "MiB"),
+    Row("idle", "grip_cpu", "pushpin's GRIP backend: CPU while streams open (% of a core)",
+        "%"),
     Row("idle", "rate", "new streams accepted/s", "/s", Goal("≥ 0.6x nchan", ">=", 0.6, "nchan")),
     Row("idle", "accept_rate", "new streams accepted/s, whole ramp", "/s",
         Goal("≥ 0.6x nchan", ">=", 0.6, "nchan")),
@@ -67,6 +72,8 @@ ROWS = [
     Row("json", "cold_rps", "snapshot GET req/s", "/s", Goal("≥ 3x naive", ">=", 3.0, "naive")),
     Row("json", "etag_rps", "snapshot GET with If-None-Match (304) req/s", "/s",
         Goal("≥ 3x naive", ">=", 3.0, "naive")),
+    Row("json", "cold_grip_cpu_pct", "pushpin's GRIP backend: CPU answering the GETs (% of a "
+        "core)", "%"),
     Row("burst", "updates_per_s", "updates of one job published/s (pipelined)", "/s"),
     Row("burst", "events_per_s", "events received/s, all watchers (first publish → last "
         "receipt)", "/s"),
@@ -140,6 +147,9 @@ def summary(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[dict[
                     continue
                 nchan, floor = values["nchan"], values["floor"]
                 ratio = values["gateway"] / nchan if nchan == nchan and nchan else math.nan
+                pushpin = values["pushpin"]
+                over_pushpin = (values["gateway"] / pushpin if pushpin == pushpin and pushpin
+                                else math.nan)
                 # The floor (bench/floor_app.py): what the gateway adds to its server stack.
                 over_floor = values["gateway"] / floor if floor == floor and floor else math.nan
                 versus: dict[str, float] = {}
@@ -153,6 +163,7 @@ def summary(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[dict[
                                  if row.goal else (None, None))
                 out.append({"scenario": row.scenario, "metric": key, "label": text + suffix,
                             "unit": row.unit, **values, "gateway_over_nchan": ratio,
+                            "gateway_over_pushpin": over_pushpin,
                             "gateway_over_floor": over_floor, **versus,
                             "goal": row.goal.text if row.goal else "",
                             "compared": compared, "met": met,
@@ -166,13 +177,18 @@ def _ratio(value: float) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The summary as a Markdown table; with the baseline's two columns after the gateway's
-    where a baseline ran, and the floor's two after nchan's where the floor ran."""
+    where a baseline ran, and pushpin's two then the floor's two after nchan's where they
+    ran."""
     with_baseline = any(BASELINE in r for r in rows)
     with_floor = any(r.get("floor", math.nan) == r.get("floor", math.nan) for r in rows)
+    with_pushpin = any(r.get("pushpin", math.nan) == r.get("pushpin", math.nan) for r in rows)
     base_head, base_rule = ("baseline | gateway/baseline | ", "---: | ---: | ") if (
         with_baseline) else ("", "")
     floor_head, floor_rule = ("floor | gateway/floor | ", "---: | ---: | ") if (
         with_floor) else ("", "")
+    if with_pushpin:
+        floor_head, floor_rule = "pushpin | gateway/pushpin | " + floor_head, (
+            "---: | ---: | " + floor_rule)
     lines = [f"| scenario | metric | gateway | {base_head}naive | nchan | gateway/nchan | "
              f"{floor_head}goal | met? |",
              f"| --- | --- | ---: | {base_rule}---: | ---: | ---: | {floor_rule}--- | --- |"]
@@ -186,6 +202,9 @@ def table(rows: list[dict[str, Any]]) -> str:
                 if with_baseline else "")
         floor = (f"{fmt(r.get('floor'))} | {_ratio(r.get('gateway_over_floor', math.nan))} | "
                  if with_floor else "")
+        if with_pushpin:
+            floor = (f"{fmt(r.get('pushpin'))} | "
+                     f"{_ratio(r.get('gateway_over_pushpin', math.nan))} | {floor}")
         lines.append(f"| {r['scenario']} | {r['label']}{unit} | {fmt(r['gateway'])} | {base}"
                      f"{fmt(r['naive'])} | {fmt(r['nchan'])} | "
                      f"{_ratio(r['gateway_over_nchan'])} | {floor}{goal} | {met} |")
@@ -260,11 +279,11 @@ could answer an older version than Redis holds; a faster HTTP server.""",
 METHOD = """\
 - **idle**: streams open 100 at a time (one job per stream; each opens with the job's
   current snapshot, which for nchan is its last stored message); memory = growth of the
-  server's resident set (nchan: its one worker) from 100 open streams to the count,
-  divided by the streams added, once the server is quiet. Accept rate = streams whose
-  first event arrived per second (kernel receive timestamps), per segment of the ramp.
-  A fresh server per round. "Flat" is read as the last segment's rate at least 0.8x the
-  first's.
+  server's resident set (nchan: its one worker; pushpin: all its processes) from 100 open
+  streams to the count, divided by the streams added, once the server is quiet. Accept
+  rate = streams whose first event arrived per second (kernel receive timestamps), per
+  segment of the ramp. A fresh server per round. "Flat" is read as the last segment's
+  rate at least 0.8x the first's.
 - **fanout**: 1,000 streams on one job; per update, the publisher's clock just before the
   worker call (nchan: the POST) to the kernel receive time of the last (and first) of the
   1,000 copies; the next update goes once all copies arrived. 25 updates per round, after a
@@ -295,6 +314,18 @@ METHOD = """\
   receive time of the answer's end. CPU = the server's user+system seconds over the same
   span (Redis apart). The goal, bounded /healthz latency during a burst, has no number to
   check against.
+- **pushpin** (Debian's pushpin, condure, zurl) holds the streams; a GRIP backend
+  (`bench/grip_backend.py`, one asyncio process) opens each with `Grip-Hold: stream`, its
+  job's channel, a `Grip-Keep-Alive` as long as the others' heartbeat and the opening
+  snapshot, and answers the JSON GET (proxied by pushpin: no 304). Updates are POSTs to
+  `/publish/` of items carrying the whole SSE frame (bursts: 200 items per POST, as it
+  closes the connection after each answer). Memory and CPU: all pushpin processes summed
+  (runner, condure, proxy, handler, zurl); the backend's are apart (`pushpin's GRIP
+  backend` rows). Its rate limiter is off (in 1.36 it delivers nothing while publishes
+  come less than 25 ms apart: `bench/pushpin.py`); a stream then queues 100 updates it
+  cannot write yet and drops newer ones, so a burst that outruns a watcher loses the last
+  (`missing`). A handler that falls behind makes the proxy refuse new streams (`500
+  Accept service unavailable.`): the idle ramp stops there, `http 500` in the notes.
 - Every server runs with its defaults (the gateway and the naive app log each request, as
   they do out of the box; nginx writes its access log). Logs go to files.
 - Where a goal is not met, one more round of the gateway runs under `py-spy record
@@ -312,8 +343,9 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], notes: list[str],
         "",
         f"Written by `{meta['command']}` on {meta['finished']} ({meta['mode']} run{ran}, "
         f"{meta['elapsed_s']:.0f} s). Each number is the median of the rounds in "
-        "`results.json` (rounds per contender there too); ratios are gateway / nchan in "
-        "the same run. Regenerate with `scripts/bench`.",
+        "`results.json` (rounds per contender there too); ratios are gateway / nchan (and "
+        "gateway / pushpin, gateway / floor where they ran) in the same run. Regenerate with "
+        "`scripts/bench`.",
         "",
         *([_baseline_text(meta["baseline"], list(meta.get("measured_at", {}))), ""]
           if meta.get("baseline") else []),

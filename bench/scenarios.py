@@ -75,9 +75,9 @@ async def _idle_round(bench: Bench, c: Contender) -> Metrics:
     m: Metrics = {}
     try:
         await _open(bench, swarm, c, _WARM, "idle")
-        pids, mem_pid = c.server_pids(), c.memory_pid()
+        pids, mem_pids = c.server_pids(), c.memory_pids()
         await settle(pids)
-        base, base_redis = rss_bytes(mem_pid), _rss(c.backend_pids())
+        base, base_redis = _rss(mem_pids), _rss(c.backend_pids())
         first_rate = float("nan")
         opened, ramp_seconds = 0, 0.0
         window = CpuWindow(pids, c.backend_pids())
@@ -95,10 +95,13 @@ async def _idle_round(bench: Bench, c: Contender) -> Metrics:
                     ramp_seconds += (stamps[-1] - stamps[0]) / 1e9
                 await settle(pids)
                 held = swarm.live() - _WARM
-                m[f"mem_kib@{label}"] = (rss_bytes(mem_pid) - base) / max(held, 1) / 1024
+                m[f"mem_kib@{label}"] = (_rss(mem_pids) - base) / max(held, 1) / 1024
                 if c.backend_pids():
                     grown = _rss(c.backend_pids()) - base_redis
-                    m[f"redis_kib@{label}"] = grown / max(held, 1) / 1024
+                    helper = c.backend_name  # redis; pushpin's GRIP backend: grip
+                    m[f"{helper}_kib@{label}"] = grown / max(held, 1) / 1024
+                    m[f"{helper}_rss_mib@{label}"] = _rss(c.backend_pids()) / 2**20
+                    m[f"{helper}_cpu@{label}"] = window.shares()["backend"] * 100
                 m[f"rate@{label}"] = rate
                 m[f"client_cpu@{label}"] = window.shares()["client"] * 100
                 m[f"server_cpu@{label}"] = window.shares()["server"] * 100
@@ -300,8 +303,8 @@ async def _burst(bench: Bench, c: Contender, swarm: Swarm, jobs: list[str], per_
          "server_cpu": window.shares()["server"] * 100,
          "client_cpu": window.shares()["client"] * 100}
     if c.backend_pids():
-        m["redis_cpu_us_per_event"] = window.backend / max(delivered, 1) * 1e6
-        m["redis_cpu"] = window.shares()["redis"] * 100
+        m[f"{c.backend_name}_cpu_us_per_event"] = window.backend / max(delivered, 1) * 1e6
+        m[f"{c.backend_name}_cpu"] = window.shares()["backend"] * 100
     return m
 
 
@@ -348,9 +351,11 @@ async def json_snapshots(bench: Bench, make: Make, rounds: int) -> list[Metrics]
     out = []
     with make() as c:
         variants: dict[str, dict[str, str]]
-        if c.target.kind == "nchan":
+        if c.target.kind != "redis":
             await bench.call(publish.setup, c.target, ["json"], running=True)
-            variants = {"cold_rps": {}}  # nchan has no ETag/304 equivalent: n/a
+            # nchan has no ETag/304 equivalent: n/a. Pushpin proxies the GET to its GRIP
+            # backend, which answers the snapshot (and would have to do the 304 itself).
+            variants = {"cold_rps": {}}
         else:
             await bench.call(publish.create_job, c.target.address, "json")
             # The tag the server gives (its form is the server's: a version, a position).
@@ -366,6 +371,9 @@ async def json_snapshots(bench: Bench, make: Make, rounds: int) -> list[Metrics]
                 window.stop()
                 m[name] = rps
                 m[name.replace("rps", "cpu_pct")] = window.shares()["server"] * 100
+                if c.backend_pids():
+                    m[name.replace("rps", f"{c.backend_name}_cpu_pct")] = (
+                        window.shares()["backend"] * 100)
             if r:
                 out.append(m)
     return out
@@ -522,7 +530,7 @@ async def _one_burst(bench: Bench, c: Contender, swarm: Swarm, first: int,
          "server_cpu": window.shares()["server"] * 100,
          "client_cpu": window.shares()["client"] * 100}
     if c.backend_pids():
-        m["redis_cpu_s"] = window.backend
+        m[f"{c.backend_name}_cpu_s"] = window.backend
     return m
 
 
