@@ -21,7 +21,10 @@
   makes a deque (another 0.6 KiB per connection; issue 12, docs/architecture.md);
 - writes a response's head together with its first body, in one ``write()`` system
   call instead of two (``_HeadWithBody``): a stream's headers and opening frame, a JSON
-  answer's headers and body.
+  answer's headers and body;
+- offers each request the ASGI extension ``gateway.direct_write`` (``DirectWrite``): the
+  hub writes an event to a stream that reads along with one call instead of a ``send``
+  coroutine per watcher per event (the fan-out's cost beyond the write itself).
 
 Everything else is uvicorn's, unchanged.
 """
@@ -41,6 +44,7 @@ from uvicorn.server import ServerState
 
 from gateway.settings import Settings
 from gateway.web import problems
+from gateway.web.types import DIRECT_WRITE
 
 # A close-delimited body has no length: uvicorn counts down from this instead.
 _UNBOUNDED = 1 << 62
@@ -203,6 +207,55 @@ class _HeadWithBody:
         return getattr(self._transport, name)
 
 
+class DirectWrite:
+    """``scope["extensions"]["gateway.direct_write"]``: write one more part of a started
+    response's body now, as uvicorn's ``send`` would write it (a chunk; the bytes as they
+    are for a close-delimited HTTP/1.0 body), without a coroutine.
+
+    Returns False, having written nothing, whenever ``send`` has something to do beyond
+    the write: the client reads slowly (``send`` waits), the connection is gone, the
+    response has not started or has ended. The caller then sends the same message
+    through ``send``. An app that never uses it gets uvicorn's ``send`` alone.
+    """
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        # A weak reference: the cycle's scope holds this, and a reference cycle would keep
+        # every ended request's cycle, scope and headers until a full collection.
+        self._cycle = weakref.ref(cycle)
+
+    def __call__(self, body: bytes) -> bool:
+        cycle = self._cycle()
+        if (cycle is None or cycle.flow.write_paused or cycle.disconnected or not cycle.response_started
+                or cycle.response_complete or not body):
+            return False
+        if cycle.chunked_encoding:
+            cycle.transport.write(_chunk(body))
+            return True
+        if cycle.chunked_encoding is None or cycle.scope["method"] == "HEAD":
+            return False
+        if len(body) > cycle.expected_content_length:
+            return False  # send raises what uvicorn raises
+        cycle.expected_content_length -= len(body)
+        cycle.transport.write(body)
+        return True
+
+
+# The hub writes one message's body to every watcher in turn: the chunk of the last body
+# framed is kept, so that it is framed once, not once per watcher.
+_last_chunk: tuple[bytes, bytes] = (b"", b"")
+
+
+def _chunk(body: bytes) -> bytes:
+    global _last_chunk
+    last, chunk = _last_chunk
+    if body is not last:
+        chunk = b"%x\r\n%s\r\n" % (len(body), body)  # as RequestResponseCycle.send frames it
+        _last_chunk = (body, chunk)
+    return chunk
+
+
 class _Sweeper:
     """One timer per event loop for every connection that owes a request head (as the hub
     has one timer for every stream): a connection whose head is late is closed on the
@@ -331,6 +384,7 @@ class HttpProtocol(HttpToolsProtocol):
             # nothing was written.
             cycle.message_event = _Event(self.loop)  # type: ignore[assignment]
             cycle.transport = _HeadWithBody(cycle, self.transport, self.loop)  # type: ignore[assignment]
+            self.scope["extensions"] = {DIRECT_WRITE: DirectWrite(cycle)}  # type: ignore[dict-item]
             if self.scope["http_version"] == "1.0":
                 cycle.send = _close_delimited(cycle)  # type: ignore[method-assign, assignment]
 

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from gateway.server import _Event, _HeadWithBody
+from gateway.server import DirectWrite, _Event, _HeadWithBody
 from gateway.worker import SyncWorker
 
 
@@ -290,3 +290,85 @@ def test_a_head_request_gets_its_head_and_the_connection_stays_usable(gateway) -
         answers += sock.recv(65536)
     sock.close()
     assert answers.count(b"HTTP/1.1 200") == 2
+
+
+# -- the gateway.direct_write extension ---------------------------------------------------
+
+
+class _Flow:
+    write_paused = False
+
+
+class _StreamCycle:
+    """The RequestResponseCycle attributes DirectWrite reads."""
+
+    def __init__(self, *, chunked: bool | None = True, method: str = "GET") -> None:
+        self.flow = _Flow()
+        self.disconnected = False
+        self.response_started = True
+        self.response_complete = False
+        self.chunked_encoding = chunked
+        self.expected_content_length = 0
+        self.scope = {"method": method}
+        self.transport = _Recorder()
+
+
+def test_direct_write_writes_a_chunk_at_once_and_leaves_everything_else_to_send() -> None:
+    cycle = _StreamCycle()
+    direct = DirectWrite(cycle)  # type: ignore[arg-type]
+    assert direct(b"event: x\n\n") is True
+    assert cycle.transport.writes == [b"a\r\nevent: x\n\n\r\n"]  # as uvicorn frames it
+    for state in ("paused", "disconnected", "not started", "complete"):
+        cycle = _StreamCycle()
+        if state == "paused":
+            cycle.flow.write_paused = True  # the client reads slowly: send waits for it
+        elif state == "disconnected":
+            cycle.disconnected = True
+        elif state == "not started":
+            cycle.response_started = False
+        else:
+            cycle.response_complete = True
+        assert DirectWrite(cycle)(b"data") is False, state  # type: ignore[arg-type]
+        assert cycle.transport.writes == [], state
+    # A close-delimited HTTP/1.0 body is written as it is; a HEAD gets no body.
+    cycle = _StreamCycle(chunked=False)
+    cycle.expected_content_length = 1 << 62
+    assert DirectWrite(cycle)(b"data") is True  # type: ignore[arg-type]
+    assert cycle.transport.writes == [b"data"]
+    cycle = _StreamCycle(chunked=None, method="HEAD")
+    assert DirectWrite(cycle)(b"data") is False  # type: ignore[arg-type]
+    # It holds the cycle weakly: the cycle's scope holds it.
+    cycle = _StreamCycle()
+    direct = DirectWrite(cycle)  # type: ignore[arg-type]
+    del cycle
+    assert direct(b"data") is False
+
+
+def test_a_stream_s_events_written_directly_are_well_formed_chunks(gateway,
+                                                                redis_url: str) -> None:
+    """The hub writes a stream's events through the server's gateway.direct_write: the
+    client reads them as it would through send, as chunks of whole events, in order."""
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("dw")
+        worker.start("dw")
+        sock = connect(gateway)
+        sock.sendall(b"GET /v1/jobs/dw HTTP/1.1\r\nHost: x\r\n"
+                     b"Accept: text/event-stream\r\n\r\n")
+        data = read_until(sock, b"event: snapshot")
+        for percent in (10, 20, 30):
+            worker.progress("dw", percent=percent)
+            time.sleep(0.05)
+        data += read_until(sock, b'"percent":30')
+        while not data.endswith(b"\n\n\r\n"):
+            data += sock.recv(65536)
+        sock.close()
+    events = []
+    rest = data.split(b"\r\n\r\n", 1)[1]  # the body after the head
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        chunk, rest = rest[:int(size, 16)], rest[int(size, 16):]
+        assert rest.startswith(b"\r\n"), data
+        rest = rest[2:]
+        assert chunk.endswith(b"\n\n"), chunk  # one chunk: whole events
+        events += re.findall(rb'"percent":(\d+)', chunk)
+    assert events[-3:] == [b"10", b"20", b"30"]

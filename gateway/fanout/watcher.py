@@ -11,6 +11,7 @@ client holds at most one pending message per job.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from starlette.types import Send
 
@@ -39,8 +40,9 @@ class Watcher(AsgiWriter):
 
     def __init__(self, send: Send, *, close_on_terminal: bool, owner: str | None = None,
                  ends_at: float | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
-        super().__init__(send)
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 direct: Callable[[bytes], bool] | None = None) -> None:
+        super().__init__(send, direct)
         # Who opened the stream (the credential's key: a revocation ends the streams it
         # owns), and the event loop time at which it ends with a `retry:` (its age limit,
         # or its token's expiry): the hub's timer ends it.

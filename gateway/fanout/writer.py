@@ -11,7 +11,7 @@ it, still with no task. docs/architecture.md has the measurements behind this.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any
 
@@ -26,10 +26,13 @@ class AsgiWriter:
     connection is gone). Subclasses override those two.
     """
 
-    __slots__ = ("_in_flight", "_send", "waiting_since")
+    __slots__ = ("_direct", "_in_flight", "_send", "waiting_since")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, direct: Callable[[bytes], bool] | None = None) -> None:
         self._send = send
+        # The server's gateway.direct_write extension, where it offers one
+        # (gateway.server.DirectWrite): a body part it can write at once takes one call.
+        self._direct = direct
         self._in_flight: Coroutine[Any, Any, Any] | Generator[Any, None, Any] | None = None
         # When the write in flight started waiting for the client (None: no such write).
         self.waiting_since: float | None = None
@@ -42,6 +45,9 @@ class AsgiWriter:
     def write(self, message: Message) -> bool:
         """Start writing ``message``: True when the server took it at once; False when the
         write waits (``written()`` follows) or was refused (``broken()`` was called)."""
+        direct = self._direct
+        if direct is not None and message.get("more_body") and direct(message["body"]):
+            return True
         awaitable = self._send(message)
         # An async function's coroutine is driven as it is (the check is the cheap one:
         # this runs per watcher per event); any other awaitable through its iterator.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import cookie_parser
@@ -25,6 +26,7 @@ from gateway.auth.principal import Scope as AuthScope
 from gateway.contract import keys
 from gateway.web import problems
 from gateway.web.negotiation import Representation, negotiate
+from gateway.web.types import DIRECT_WRITE
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _KEY = "gateway.context"  # the one scope key the gateway adds
@@ -48,8 +50,9 @@ _READ = {name: i for i, name in enumerate((b"accept", b"x-request-id", b"authori
 
 class Context:
     __slots__ = ("_accept", "_api_key", "_authorization", "_cookie", "_query",
-                 "content_length", "headers", "if_none_match", "last_event_id", "origin",
-                 "prefer", "principal", "request_id", "started", "status", "stream", "tenant")
+                 "content_length", "direct_write", "headers", "if_none_match",
+                 "last_event_id", "origin", "prefer", "principal", "request_id", "started",
+                 "status", "stream", "tenant")
 
     def __init__(self, scope: Scope) -> None:
         found: list[str | None] = [None] * len(_READ)
@@ -72,6 +75,11 @@ class Context:
         self.tenant = keys.DEFAULT_TENANT
         # Response headers that every answer carries.
         self.headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
+        # The server's way to write a body part without a send coroutine, where it has one
+        # (gateway.server.DirectWrite): the stream's watcher uses it.
+        extensions = scope.get("extensions")
+        self.direct_write: Callable[[bytes], bool] | None = (
+            extensions.get(DIRECT_WRITE) if extensions else None)
         self.started = time.perf_counter()
         self.status = 0  # of the response, once it started
         self.stream = False  # an event stream was asked for (and served, or refused)

@@ -64,7 +64,7 @@ def new_watcher(services: Services, context: Context, send: Send, *,
             seconds = min(seconds, principal.expires_at - time.time())
     hub = services.hub
     return Watcher(send, close_on_terminal=close_on_terminal, owner=owner,
-                   ends_at=hub.now() + seconds, loop=hub.loop)
+                   ends_at=hub.now() + seconds, loop=hub.loop, direct=context.direct_write)
 
 
 def end_watcher(services: Services, context: Context, watcher: Watcher) -> None:

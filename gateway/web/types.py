@@ -17,3 +17,8 @@ if TYPE_CHECKING:
 # stream's whole life).
 Reply = Response | Coroutine[Any, Any, None]
 Handler = Callable[[Request, "Context", Send], Awaitable[Reply]]
+
+# The ASGI extension through which the gateway's own server (gateway.server.DirectWrite)
+# lets a stream write a body part without a send coroutine: a callable taking the bytes,
+# True when it wrote them, False when they must go through send.
+DIRECT_WRITE = "gateway.direct_write"
