@@ -59,6 +59,7 @@ from bench.measure import median, py_spy
 from bench.plan import Bench, Plan
 from bench.pushpin import Pushpin
 from bench.pushpin import unavailable as pushpin_unavailable
+from bench.readings import READINGS
 from bench.scenarios import SCENARIOS, memory_probe
 
 HERE = Path(__file__).parent
@@ -296,7 +297,7 @@ def _write(args: argparse.Namespace, plan: Plan, out: Path, results: dict[str, A
     document = {"meta": meta, "measured_at": measured_at, "summary": rows, "scenarios": merged,
                 "profiles": profiles, "notes_kept": notes}
     path.write_text(json.dumps(document, indent=1, default=_round) + "\n")
-    (out / "RESULTS.md").write_text(report.render(meta, rows, notes, unmet))
+    (out / "RESULTS.md").write_text(report.render(meta, rows, notes, unmet, merged))
     print(f"bench: wrote {out / 'RESULTS.md'} and {path} ({elapsed:.0f}s)", file=sys.stderr)
     if out.resolve() == HERE.resolve() and not plan.quick:
         _update_readme(meta, rows)
@@ -352,8 +353,8 @@ def _unmet(rows: list[dict[str, Any]], results: dict[str, Any],
                 lines.append(f"- {r['label']}: {report.fmt(r['gateway'])} {r['unit']} "
                              f"(goal {r['goal']}{versus})")
         lines.append("")
-        if scenario in report.READINGS:
-            lines += ["What bounds it, and what would move it:", "", report.READINGS[scenario], ""]
+        if scenario in READINGS:
+            lines += ["What bounds it, and what would move it:", "", READINGS[scenario], ""]
         context, bound_by_client = [], []
         for column, per_round in results.get(scenario, {}).items():
             extra = {k: median([m[k] for m in per_round if k in m])
@@ -390,7 +391,7 @@ def _render(out: Path) -> int:
     path.write_text(json.dumps(document, indent=1, default=_round) + "\n")
     unmet = _unmet(rows, scenarios, document.get("profiles", {}))
     (out / "RESULTS.md").write_text(report.render(meta, rows, document.get("notes_kept", []),
-                                                  unmet))
+                                                  unmet, scenarios))
     if out.resolve() == HERE.resolve() and meta.get("mode") == "full":
         _update_readme(meta, rows)
     print(report.table(rows))

@@ -43,7 +43,7 @@ class Row:
 
 ROWS = [
     Row("idle", "mem_kib", "memory per idle stream (server RSS delta / streams)", "KiB",
-        Goal("≤ 1.2x nchan", "<=", 1.2, "nchan")),
+        Goal("≤ 1.0x nchan", "<=", 1.0, "nchan")),
     Row("idle", "redis_kib", "Redis memory per idle stream", "KiB"),
     # Pushpin's GRIP backend (bench/grip_backend.py), not counted in pushpin's column.
     Row("idle", "grip_kib", "pushpin's GRIP backend: memory per idle stream (apart)", "KiB"),
@@ -53,13 +53,16 @@ ROWS = [
     Row("idle", "rate", "new streams accepted/s", "/s", Goal("≥ 0.6x nchan", ">=", 0.6, "nchan")),
     Row("idle", "accept_rate", "new streams accepted/s, whole ramp", "/s",
         Goal("≥ 0.6x nchan", ">=", 0.6, "nchan")),
+    Row("idle", "accept_rate", "new streams accepted/s, whole ramp (against the floor)", "/s",
+        Goal("≥ 0.85x floor", ">=", 0.85, "floor")),
     Row("idle", "flatness", "accept rate, last segment / first (flat = 1)", "x",
         Goal("≥ 0.8 (flat)", ">=", 0.8)),
     Row("idle", "held", "streams held", ""),
     Row("fanout", "last_p50_ms", "publish → last receipt p50", "ms",
-        Goal("≤ 1.3x nchan", "<=", 1.3, "nchan")),
+        Goal("≤ 1.0x nchan", "<=", 1.0, "nchan")),
     Row("fanout", "last_p99_ms", "publish → last receipt p99", "ms"),
     Row("fanout", "first_p50_ms", "publish → first receipt p50", "ms"),
+    Row("fanout", "spread_p50_ms", "first → last receipt p50 (the fan-out itself)", "ms"),
     Row("throughput", "events_per_s", "delivered events/s", "/s"),
     Row("throughput", "cpu_us_per_event", "server CPU per delivered event", "µs",
         Goal("≤ 1.0x nchan", "<=", 1.0, "nchan")),
@@ -229,53 +232,6 @@ def profile_text(name: str, profile: Profile, path: str) -> str:
     return "\n".join(lines)
 
 
-# What bounds each goal this version misses, read from its profiles and what-if rounds
-# (the numbers they quote are from the run that was current when they were written).
-# Rewrite them when the gateway changes; RESULTS.md prints them under the missed goal.
-READINGS = {
-    "idle": """\
-Opening a stream costs the gateway about 140 µs of CPU (`server_us_per_stream` above)
-against nchan's 35 µs, and the gateway is at 95 % of a core while the load generator is
-not; nchan's rate is capped by the load generator, so the true ratio is lower still. A
-500 Hz py-spy profile of 8,000 stream opens (by hand, same build) splits the time so:
-uvicorn and uvloop's own work per connection (accept, protocol and parser set-up, two
-`getsockname()` calls, the request parse, one `write()` for the response head and another
-for the first frame) is about half, and a bare ASGI handler pays it too; `write()` system
-calls are a quarter in all (uvicorn's two per stream, and the gateway's SUBSCRIBE and
-snapshot read, batched per turn of the event loop but still 13 %); what the contract asks
-of every stream and nchan does not do (subscribe, wait for Redis to confirm, then read the
-snapshot, README, Event streams) is about 15 %; the rest is spread thin (negotiation, the
-access log, request ids, header parsing). This version moved it from 1,790 to about 6,500
-streams/s: Starlette's middleware and router left the stream path (`gateway/web/front.py`), the
-garbage collector no longer rescans every open stream (`gc.freeze()` after start-up and a
-50,000 young-generation threshold), snapshot reads go through one pipelined hiredis
-connection instead of redis-py, and nothing per stream looks up the running loop or the
-current task (each lookup is a `getpid()` system call on Python 3.11). What would move it
-further: RESP3 on the hub's connection, so that SUBSCRIBE and the snapshot read go out in
-one write and come back in one round trip with no wait for the confirmation; Python 3.12
-(no `getpid()` per loop lookup); a server with less work per connection than uvicorn
-(granian). Several processes (`uvicorn --workers`) multiply it, but the goal is per
-process.""",
-    "json": """\
-A JSON GET costs the gateway about 65 µs of CPU. The what-if above measures the access
-log (a JSON line with a request id per request) at about a quarter of that: without it the
-gateway answers 2.4x the naive app. A bare uvicorn ASGI app answering a constant JSON body
-reaches about 49,000 req/s with the same wrk settings on this machine (by hand), so
-uvicorn's own HTTP handling is some 20 µs of the 65; the rest is the snapshot read (one
-pipelined HMGET, a `write()` and a `read()` per batch), the response and its headers
-(ETag, Retry-After, Vary, X-Request-ID), and the way through the access-log middleware to
-the endpoint. The naive app's JSON endpoint is a plain Starlette route with one redis-py
-GET, quicker than its streams suggest, which makes 3x it a high bar. This version moved
-the gateway from 4,200 to 14,000-15,000 req/s (about 1.8x naive): the reads left redis-py for a
-pipelined hiredis connection, Starlette's stack left the path, and the access log got
-cheaper (no query re-encoding, one JSON encoder, lines written in batches). What would
-move it further: a cheaper or sampled access log (`GATEWAY_LOG_LEVEL=warning` turns it
-off: 2.4x); a per-process snapshot cache fed by the hub, not done because a GET would then
-no longer see its own writes made through another process (a cancel, then a poll) and
-could answer an older version than Redis holds; a faster HTTP server.""",
-}
-
-
 METHOD = """\
 - **idle**: streams open 100 at a time (one job per stream; each opens with the job's
   current snapshot, which for nchan is its last stored message); memory = growth of the
@@ -287,7 +243,9 @@ METHOD = """\
 - **fanout**: 1,000 streams on one job; per update, the publisher's clock just before the
   worker call (nchan: the POST) to the kernel receive time of the last (and first) of the
   1,000 copies; the next update goes once all copies arrived. 25 updates per round, after a
-  warm-up round.
+  warm-up round. "First → last receipt" is the fan-out itself, without the way in (the
+  worker's call and Redis, or nchan's POST). Each round's figures are listed under
+  "Round by round", with their range.
 - **throughput**: 1,000 jobs with one stream each; 100,000 updates round robin (so that no
   update can be folded into another), pipelined 200 at a time (worker EVALSHA calls;
   nchan: pipelined POSTs). Events/s = delivered events / (first publish → last receipt);
@@ -334,8 +292,36 @@ METHOD = """\
 """
 
 
+# Per round, where the round-to-round range matters (issue 12: a fan-out figure that
+# moved between runs): scenario -> the metrics listed round by round.
+BY_ROUND = {"fanout": ("last_p50_ms", "last_p99_ms", "spread_p50_ms")}
+
+
+def by_round(scenarios: dict[str, dict[str, list[dict[str, float]]]]) -> list[str]:
+    """Each round's value per contender, and the range, for the metrics of BY_ROUND."""
+    lines: list[str] = []
+    for scenario, metrics in BY_ROUND.items():
+        per_contender = scenarios.get(scenario)
+        if not per_contender:
+            continue
+        labels = {r.metric: r.label for r in ROWS if r.scenario == scenario}
+        lines += [f"### {scenario}, round by round", "",
+                  "| contender | metric | rounds (ms) | range (max / min) |",
+                  "| --- | --- | --- | ---: |"]
+        for contender, rounds in per_contender.items():
+            for metric in metrics:
+                values = [m[metric] for m in rounds if metric in m]
+                if not values:
+                    continue
+                spread = max(values) / min(values) if min(values) > 0 else math.nan
+                lines.append(f"| {contender} | {labels.get(metric, metric)} | "
+                             f"{', '.join(fmt(v) for v in values)} | {spread:.2f}x |")
+        lines.append("")
+    return lines
+
+
 def render(meta: dict[str, Any], rows: list[dict[str, Any]], notes: list[str],
-           unmet: list[str]) -> str:
+           unmet: list[str], scenarios: dict[str, Any] | None = None) -> str:
     everything = {r.scenario for r in ROWS}
     ran = "" if set(meta["ran"]) >= everything else " of " + ", ".join(meta["ran"])
     parts = [
@@ -359,6 +345,9 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], notes: list[str],
         "",
     ]
     parts += [f"- {k}: {v}" for k, v in meta["machine"].items()]
+    rounds = by_round(scenarios or {})
+    if rounds:
+        parts += ["", "## Round by round", "", *rounds]
     parts += ["", "## How each number is measured", "", METHOD]
     if notes:
         parts += ["## Scale and notes", ""] + [f"- {n}" for n in notes] + [""]

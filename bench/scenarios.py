@@ -212,7 +212,7 @@ async def fanout(bench: Bench, make: Make, rounds: int) -> list[Metrics]:
             # A profiled round needs more than a second of samples.
             updates = plan.fanout_updates * (16 if bench.profile_dir else 1)
             for r in range(rounds + 1):  # round 0 warms up
-                last, first, missing = [], [], 0
+                last, first, spread, missing = [], [], [], 0
                 window = CpuWindow(c.server_pids(), c.backend_pids()).start()
                 with bench.profiling(c, "fanout") if r == 1 else contextlib.nullcontext():
                     for _ in range(updates if r else plan.fanout_updates):
@@ -224,12 +224,16 @@ async def fanout(bench: Bench, make: Make, rounds: int) -> list[Metrics]:
                         if k in swarm.marker_last_ns:
                             last.append((swarm.marker_last_ns[k] - t0) / 1e6)
                             first.append((swarm.marker_first_ns[k] - t0) / 1e6)
+                            # The fan-out itself, without the way in (worker, Redis, or
+                            # nchan's POST): first copy out to last.
+                            spread.append(last[-1] - first[-1])
                         await asyncio.sleep(0.02)
                 window.stop()
                 if r:
                     out.append({"last_p50_ms": percentile(last, 50),
                                 "last_p99_ms": percentile(last, 99),
                                 "first_p50_ms": percentile(first, 50),
+                                "spread_p50_ms": percentile(spread, 50),
                                 "watchers": swarm.live(), "missing": missing,
                                 "client_cpu": window.shares()["client"] * 100})
         finally:
