@@ -11,7 +11,7 @@ Starlette's own stack (error middleware, exception middleware, router, route) is
 this path: an open stream keeps every layer it passed through suspended for its whole
 life, and every event goes back out through each layer's ``send`` wrapper. That is
 memory per idle stream and CPU per event that buys nothing once the response started
-(docs/architecture.md; docs/architecture.md has the figures). Starlette gives the route
+(docs/architecture.md has the figures). Starlette gives the route
 objects, the matching, requests and responses, and the lifespan protocol.
 """
 
