@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -143,14 +143,14 @@ class _Event:
                     self._more = None
 
 
-class _Pipeline(list):  # type: ignore[type-arg]
+class _Pipeline(list[tuple[RequestResponseCycle, Any]]):
     """The queue of pipelined requests uvicorn keeps per connection (appendleft, pop and
     truth only), empty but for a pipelining client: an empty list is 56 bytes where an
     empty deque is 624."""
 
     __slots__ = ()
 
-    def appendleft(self, item: Any) -> None:
+    def appendleft(self, item: tuple[RequestResponseCycle, Any]) -> None:
         self.insert(0, item)
 
 
@@ -159,17 +159,21 @@ class _HeadWithBody:
 
     uvicorn writes the head when the app sends ``http.response.start`` and each body
     when it sends one. The head is held here instead, and goes out with the first body
-    in one write; if none follows within this turn of the event loop (a HEAD, a 204, an
-    app that waits before its body), it goes out alone at the end of the turn. Then the
-    cycle writes to the transport itself again: nothing here is on the path of later
-    events. Anything written before the head (``100 Continue``) goes straight out.
+    in one write (a 204's or a 304's empty body included); if the app sends no body at
+    once (it waits for something first), the head goes out alone from a callback the
+    event loop runs next. Then the cycle writes to the transport itself again: nothing
+    here is on the path of later events. A HEAD's head goes out at once (no body follows
+    it), and so does anything written before the head (``100 Continue``).
+
+    The cycle is held weakly: the cycle holds this as its transport, and a response that
+    never starts (its client left first) must not leave a reference cycle behind.
     """
 
     __slots__ = ("_cycle", "_head", "_loop", "_transport")
 
     def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport,
                  loop: asyncio.AbstractEventLoop) -> None:
-        self._cycle = cycle
+        self._cycle = weakref.ref(cycle)
         self._transport = transport
         self._loop = loop
         self._head: bytes | None = None
@@ -179,15 +183,19 @@ class _HeadWithBody:
         if head is not None:
             self._release()
             self._transport.writelines((head, data))
-        elif self._cycle.response_started:  # the head
-            self._head = data
+            return
+        cycle = self._cycle()
+        if cycle is not None and cycle.response_started and cycle.scope["method"] != "HEAD":
+            self._head = data  # the head
             self._loop.call_soon(self.flush)
         else:
             self._transport.write(data)
 
     def _release(self) -> None:
-        self._cycle.transport = self._transport
         self._head = None
+        cycle = self._cycle()
+        if cycle is not None and cast(object, cycle.transport) is self:
+            cycle.transport = self._transport
 
     def flush(self) -> None:
         head = self._head
@@ -225,15 +233,22 @@ class DirectWrite:
         # every ended request's cycle, scope and headers until a full collection.
         self._cycle = weakref.ref(cycle)
 
+    def serves(self, send: object) -> bool:
+        """Whether ``send`` is the cycle's own: an app that wraps it (a middleware, uvicorn's
+        message logger at log level trace) must not have its wrapper skipped."""
+        cycle = self._cycle()
+        return cycle is not None and send == cycle.send
+
     def __call__(self, body: bytes) -> bool:
         cycle = self._cycle()
-        if (cycle is None or cycle.flow.write_paused or cycle.disconnected or not cycle.response_started
+        if (cycle is None or cycle.scope["method"] == "HEAD" or cycle.flow.write_paused
+                or cycle.disconnected or not cycle.response_started
                 or cycle.response_complete or not body):
             return False
         if cycle.chunked_encoding:
             cycle.transport.write(_chunk(body))
             return True
-        if cycle.chunked_encoding is None or cycle.scope["method"] == "HEAD":
+        if cycle.chunked_encoding is None:
             return False
         if len(body) > cycle.expected_content_length:
             return False  # send raises what uvicorn raises
@@ -250,7 +265,7 @@ _last_chunk: tuple[bytes, bytes] = (b"", b"")
 def _chunk(body: bytes) -> bytes:
     global _last_chunk
     last, chunk = _last_chunk
-    if body is not last:
+    if body is not last or type(body) is not bytes:  # a bytearray may have changed since
         chunk = b"%x\r\n%s\r\n" % (len(body), body)  # as RequestResponseCycle.send frames it
         _last_chunk = (body, chunk)
     return chunk
@@ -380,11 +395,14 @@ class HttpProtocol(HttpToolsProtocol):
         if running is not None and cycle is not running and not running.response_complete:
             guard.running = running
         if cycle is not None and cycle is not running:
-            # Its task is made but has not run yet: nothing waits on the event it came with,
-            # nothing was written.
+            # Its task is made (by loop.create_task, as uvicorn does: not an eager task
+            # factory) or queued behind a stream, and has not run yet: nothing waits on the
+            # event it came with, nothing was written.
             cycle.message_event = _Event(self.loop)  # type: ignore[assignment]
             cycle.transport = _HeadWithBody(cycle, self.transport, self.loop)  # type: ignore[assignment]
-            self.scope["extensions"] = {DIRECT_WRITE: DirectWrite(cycle)}  # type: ignore[dict-item]
+            extensions: dict[str, object] = self.scope.setdefault(  # type: ignore[assignment]
+                "extensions", {})
+            extensions[DIRECT_WRITE] = DirectWrite(cycle)
             if self.scope["http_version"] == "1.0":
                 cycle.send = _close_delimited(cycle)  # type: ignore[method-assign, assignment]
 

@@ -4,7 +4,8 @@ docs/architecture.md: a channel is subscribed when its first local watcher arriv
 unsubscribed when the last leaves; each message is parsed and encoded once, and the same
 bytes are written to every watcher. One timer drives every stream's heartbeat and send
 timeout. The hub knows channels and watchers, never sockets: Redis is behind the backend
-(gateway.backend), HTTP behind each watcher's ASGI ``send``.
+(gateway.backend), HTTP behind each watcher's ASGI ``send`` (or the server's
+``gateway.direct_write``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """An ASGI ``send`` driven by hand: the one place that reaches into asyncio's internals.
 
 docs/architecture.md keeps the stream path lean: no task per write, no task per stream
-but its own. The hub calls a stream's ``send`` straight from ``data_received``; a write
-the server completes at once (the socket buffer has room: the common case) costs one
-``coroutine.send(None)`` and nothing else. A write that has to wait (the client is slow)
-is resumed by a callback on the future it waits for, as ``asyncio.Task`` would resume
-it, still with no task. docs/architecture.md has the measurements behind this.
+but its own. The hub writes straight from ``data_received``: through the server's
+``gateway.direct_write`` where it has one and the client reads along (one call: the
+common case), otherwise through the stream's ``send``, where a write the server completes
+at once costs one ``coroutine.send(None)`` and nothing else. A write that has to wait
+(the client is slow) is resumed by a callback on the future it waits for, as
+``asyncio.Task`` would resume it, still with no task. docs/architecture.md has the
+measurements behind this.
 """
 
 from __future__ import annotations

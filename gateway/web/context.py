@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import cookie_parser
@@ -26,7 +25,7 @@ from gateway.auth.principal import Scope as AuthScope
 from gateway.contract import keys
 from gateway.web import problems
 from gateway.web.negotiation import Representation, negotiate
-from gateway.web.types import DIRECT_WRITE
+from gateway.web.types import DIRECT_WRITE, DirectWriter
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _KEY = "gateway.context"  # the one scope key the gateway adds
@@ -78,7 +77,7 @@ class Context:
         # The server's way to write a body part without a send coroutine, where it has one
         # (gateway.server.DirectWrite): the stream's watcher uses it.
         extensions = scope.get("extensions")
-        self.direct_write: Callable[[bytes], bool] | None = (
+        self.direct_write: DirectWriter | None = (
             extensions.get(DIRECT_WRITE) if extensions else None)
         self.started = time.perf_counter()
         self.status = 0  # of the response, once it started

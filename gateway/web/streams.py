@@ -63,8 +63,11 @@ def new_watcher(services: Services, context: Context, send: Send, *,
         if principal.expires_at is not None:
             seconds = min(seconds, principal.expires_at - time.time())
     hub = services.hub
+    direct = context.direct_write
+    if direct is not None and not direct.serves(send):
+        direct = None  # send is wrapped: every write goes through the wrapper
     return Watcher(send, close_on_terminal=close_on_terminal, owner=owner,
-                   ends_at=hub.now() + seconds, loop=hub.loop, direct=context.direct_write)
+                   ends_at=hub.now() + seconds, loop=hub.loop, direct=direct)
 
 
 def end_watcher(services: Services, context: Context, watcher: Watcher) -> None:

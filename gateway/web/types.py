@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +19,13 @@ Reply = Response | Coroutine[Any, Any, None]
 Handler = Callable[[Request, "Context", Send], Awaitable[Reply]]
 
 # The ASGI extension through which the gateway's own server (gateway.server.DirectWrite)
-# lets a stream write a body part without a send coroutine: a callable taking the bytes,
-# True when it wrote them, False when they must go through send.
+# lets a stream write a body part without a send coroutine.
 DIRECT_WRITE = "gateway.direct_write"
+
+
+class DirectWriter(Protocol):
+    def __call__(self, body: bytes) -> bool:
+        """Write a body part now: True; False when it must go through ``send``."""
+
+    def serves(self, send: object) -> bool:
+        """Whether ``send`` is the server's own (no wrapper that would be skipped)."""
