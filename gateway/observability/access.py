@@ -47,7 +47,7 @@ class Sink(Protocol):
 
     def usable(self) -> bool: ...
 
-    def write(self, msg: str, fields: dict[str, Any]) -> None: ...
+    def write(self, msg: str, fields: dict[str, Any]) -> bool: ...
 
 
 _sink: Sink | None = None
@@ -77,7 +77,6 @@ def write(context: Context, scope: Scope) -> None:
         "client": (scope.get("client") or ("", 0))[0],
     }
     sink = _sink
-    if sink is not None and sink.usable():
-        sink.write(f"{method} {path} {status}", fields)
-    else:
-        access_log.info("%s %s %s", method, path, status, extra=fields)
+    if sink is not None and sink.usable() and sink.write(f"{method} {path} {status}", fields):
+        return
+    access_log.info("%s %s %s", method, path, status, extra=fields)

@@ -35,10 +35,10 @@ class JsonFormatter(logging.Formatter):
                   if key not in _STANDARD}
         if record.exc_info:
             fields["exc"] = self.formatException(record.exc_info)
-        return self.line(record.created, record.levelname.lower(), record.name,
-                         record.getMessage(), fields)
+        return self.line(record.created, int(record.msecs), record.levelname.lower(),
+                         record.name, record.getMessage(), fields)
 
-    def line(self, created: float, level: str, logger: str, msg: str,
+    def line(self, created: float, msecs: int, level: str, logger: str, msg: str,
              fields: dict[str, Any]) -> str:
         """The one JSON line of a record, whether it came through ``logging`` or straight
         from the access log (``AccessSink``)."""
@@ -48,7 +48,7 @@ class JsonFormatter(logging.Formatter):
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._stamp = (second, text)
         entry: dict[str, Any] = {
-            "ts": f"{text}.{int((created - second) * 1000):03d}Z",
+            "ts": f"{text}.{msecs:03d}Z",
             "level": level,
             "logger": logger,
             "msg": msg,
@@ -146,15 +146,28 @@ class AccessSink:
         self._formatter = formatter
 
     def usable(self) -> bool:
-        handlers = logging.root.handlers
-        return (len(handlers) == 1 and handlers[0] is self._handler
-                and self._handler.formatter is self._formatter
-                and not access_log.handlers and not access_log.filters
-                and access_log.propagate and self._handler.level <= logging.INFO)
+        handler, handlers = self._handler, logging.root.handlers
+        if not (len(handlers) == 1 and handlers[0] is handler and not handler.filters
+                and handler.formatter is self._formatter and handler.level <= logging.INFO):
+            return False
+        logger: logging.Logger | None = access_log
+        while logger is not None and logger is not logging.root:  # gateway.access, gateway
+            if logger.handlers or logger.filters or not logger.propagate:
+                return False
+            logger = logger.parent
+        return True
 
-    def write(self, msg: str, fields: dict[str, Any]) -> None:
-        self._handler.add_batched(self._formatter.line(time.time(), "info", access_log.name,
-                                                       msg, fields))
+    def write(self, msg: str, fields: dict[str, Any]) -> bool:
+        """False when the line could not be made: then it goes through ``logging``, whose
+        handler reports the error as it reports any."""
+        now = time.time()
+        try:
+            line = self._formatter.line(now, int((now - int(now)) * 1000), "info",
+                                        access_log.name, msg, fields)
+        except Exception:
+            return False
+        self._handler.add_batched(line)
+        return True
 
 
 _BATCHED: weakref.WeakSet[BatchedStreamHandler] = weakref.WeakSet()

@@ -82,42 +82,62 @@ def test_a_refused_stream_request_is_logged_as_a_stream(gateway) -> None:
 
 def test_the_access_line_is_the_same_around_logging_and_through_it() -> None:
     """The access log skips logging's machinery while logging is as configure() left it
-    (AccessSink), and goes through it otherwise: the same line either way, in order with
-    every other record."""
+    (AccessSink), and goes through it otherwise: the same line either way, key for key
+    and in the same order, in order with every other record."""
     import io
     import logging
+    import re
     from types import SimpleNamespace
 
     from gateway.observability import access, logs
 
-    saved = logging.root.handlers[:], logging.root.level
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = (logging.root.handlers[:], logging.root.level, logging._srcfile,
+             [(logging.getLogger(n).handlers[:], logging.getLogger(n).propagate,
+               logging.getLogger(n).disabled) for n in names])
+    records: list[str] = []
+    make_record = access.access_log.makeRecord
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        records.append(args[0])
+        return make_record(*args, **kwargs)
+
     try:
         logs.configure("info")
         handler = logging.root.handlers[0]
         assert isinstance(handler, logs.BatchedStreamHandler)
         handler.stream = io.StringIO()
+        access.access_log.makeRecord = spy  # type: ignore[method-assign]
         context = SimpleNamespace(request_id="rq-7", status=200, stream=True, principal=None,
                                   started=time.perf_counter())
         scope = {"method": "GET", "path": "/v1/jobs/j", "query_string": b"token=s3cret",
                  "client": ("10.0.0.1", 5)}
         access.write(context, scope)  # type: ignore[arg-type]
+        assert records == []  # around logging
         logging.getLogger("gateway.other").warning("between")
-        access.access_log.addFilter(lambda record: True)  # logging as configure() left it no more
+        access.access_log.addFilter(lambda record: True)  # not as configure() left it
         access.write(context, scope)  # type: ignore[arg-type]
+        assert records == ["gateway.access"]  # through logging
         handler.flush()
-        lines = [json.loads(line) for line in handler.stream.getvalue().splitlines()]
-        assert [line["msg"] for line in lines] == ["GET /v1/jobs/j 200", "between",
-                                                   "GET /v1/jobs/j 200"]
-        fast, slow = lines[0], lines[2]
-        for line in (fast, slow):
-            line.pop("ts"), line.pop("duration_ms")
-        assert fast == slow == {
-            "level": "info", "logger": "gateway.access", "msg": "GET /v1/jobs/j 200",
-            "request_id": "rq-7", "method": "GET", "path": "/v1/jobs/j",
-            "query": "REDACTED=REDACTED", "status": 200, "stream": True, "tenant": None,
-            "client": "10.0.0.1"}
+        lines = handler.stream.getvalue().splitlines()
+        assert [json.loads(line)["msg"] for line in lines] == [
+            "GET /v1/jobs/j 200", "between", "GET /v1/jobs/j 200"]
+        stamp = re.compile(r'"ts": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"')
+        took = re.compile(r'"duration_ms": [0-9.]+')
+        fast, slow = (took.sub("D", stamp.sub("T", line)) for line in (lines[0], lines[2]))
+        assert fast == slow == (
+            '{T, "level": "info", "logger": "gateway.access", "msg": "GET /v1/jobs/j 200", '
+            '"request_id": "rq-7", "method": "GET", "path": "/v1/jobs/j", '
+            '"query": "REDACTED=REDACTED", "status": 200, "stream": true, "tenant": null, '
+            'D, "client": "10.0.0.1"}')
     finally:
+        access.access_log.__dict__.pop("makeRecord", None)
         access.access_log.filters.clear()
         access.use_sink(None)
-        logging.root.handlers[:], level = saved
+        root_handlers, level, srcfile, per_logger = saved
+        logging.root.handlers[:] = root_handlers
         logging.root.setLevel(level)
+        logging._srcfile = srcfile
+        for name, (handlers, propagate, disabled) in zip(names, per_logger, strict=True):
+            logger = logging.getLogger(name)
+            logger.handlers[:], logger.propagate, logger.disabled = handlers, propagate, disabled
