@@ -418,7 +418,10 @@ class HttpProtocol(HttpToolsProtocol):
         if self.guard.too_large:
             self._refuse_head()
             return
-        super().send_400_response(msg)
+        # The contract's error body, as every other answer (uvicorn's is plain text).
+        if not self._answering() and not self.transport.is_closing():
+            self.transport.write(_answer(problems.malformed()))
+        self.transport.close()
 
     # -- limits -------------------------------------------------------------------------
 

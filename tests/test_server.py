@@ -1,7 +1,7 @@
 """The HTTP server the gateway ships (gateway.server), spoken to over raw sockets.
 
 Hostile and unusual HTTP: a request pipelined behind a stream, heads that are too large
-or too slow, idle connections, HTTP/1.0 clients (issue 10, items 1, 2 and 16).
+or too slow, idle connections, HTTP/1.0 clients, requests the parser cannot read (docs/operations.md, Limits).
 """
 
 from __future__ import annotations
@@ -104,6 +104,25 @@ def test_a_head_over_the_limit_is_431(start_gateway) -> None:
     sock.close()
     # A head under the limit is fine.
     assert httpx.get(f"{gateway.url}/healthz", headers={"X-Ok": "a" * 3000}).status_code == 200
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"NOT HTTP AT ALL\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n",
+    b"GET /v1/jobs HTTP/1.1\r\nBad Header Name: y\r\n\r\n",
+])
+def test_a_request_the_parser_cannot_read_gets_the_error_body_and_is_closed(
+    gateway, request_bytes: bytes
+) -> None:
+    sock = connect(gateway)
+    sock.sendall(request_bytes)
+    answer = read_all(sock)
+    sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body) == {"error": "request.malformed",
+                                "detail": "the request could not be read as HTTP/1.1"}
 
 
 def test_a_connection_that_sends_no_head_in_time_is_closed(start_gateway) -> None:

@@ -100,6 +100,11 @@ def too_many_streams(limit: int, retry_after: int) -> ApiError:
                     "process; try again later", {"Retry-After": str(retry_after)})
 
 
+def malformed() -> ApiError:
+    """What the HTTP parser could not read (before any route: gateway.server)."""
+    return ApiError(400, "request.malformed", "the request could not be read as HTTP/1.1")
+
+
 def no_route() -> ApiError:
     return ApiError(404, "request.not_found", "Not Found")
 
