@@ -90,7 +90,9 @@ class RedisConnection(asyncio.Protocol):
         try:
             password, username = options.get("password"), options.get("username")
             if password:
-                await protocol.request("AUTH", *((username, password) if username else (password,)))
+                # With the user named, as redis-py does (HELLO 3 AUTH default ...): a server
+                # whose default user takes any password then agrees with the workers.
+                await protocol.request("AUTH", username or "default", password)
             # A name makes each process's connections easy to find in CLIENT LIST; a user
             # that may not name its connections (a least-privilege ACL) goes without.
             try:

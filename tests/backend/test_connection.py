@@ -57,6 +57,30 @@ async def test_it_authenticates_names_itself_and_selects_the_database(
         r.execute_command("ACL", "DELUSER", "conn-user")
 
 
+async def test_a_password_alone_works_wherever_it_works_for_redis_py(
+    redis_url: str, r: redis.Redis
+) -> None:
+    # The test server's default user takes any password (nopass), as many servers without
+    # requirepass do: redis-py (the workers) connects with one, so the gateway must too.
+    url = redis_url.replace("redis://", "redis://:any-password@")
+    with redis.Redis.from_url(url) as worker_side:
+        assert worker_side.ping()
+    conn = await RedisConnection.open(url, unexpected, name="t-password")
+    try:
+        assert await conn.request("ACL", "WHOAMI") == b"default"
+    finally:
+        conn.close()
+    r.execute_command("ACL", "SETUSER", "default", ">only-this")  # now a password is needed
+    try:
+        for wrong in (redis_url, redis_url.replace("redis://", "redis://:wrong@")):
+            with pytest.raises(Refused, match="WRONGPASS|NOAUTH"):
+                await RedisConnection.open(wrong, unexpected)
+        right = redis_url.replace("redis://", "redis://:only-this@")
+        (await RedisConnection.open(right, unexpected)).close()
+    finally:
+        r.execute_command("ACL", "SETUSER", "default", "resetpass", "nopass")
+
+
 async def test_a_reply_that_does_not_come_in_time_is_a_timeout(
     redis_url: str, r: redis.Redis
 ) -> None:
