@@ -1,7 +1,8 @@
 """The HTTP server the gateway ships (gateway.server), spoken to over raw sockets.
 
 Hostile and unusual HTTP: a request pipelined behind a stream, heads that are too large
-or too slow, idle connections, HTTP/1.0 clients, requests the parser cannot read (docs/operations.md, Limits).
+or too slow, idle connections, HTTP/1.0 clients, requests the parser cannot read
+(docs/operations.md, Limits).
 """
 
 from __future__ import annotations

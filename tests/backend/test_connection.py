@@ -73,7 +73,7 @@ async def test_a_password_alone_works_wherever_it_works_for_redis_py(
     r.execute_command("ACL", "SETUSER", "default", ">only-this")  # now a password is needed
     try:
         for wrong in (redis_url, redis_url.replace("redis://", "redis://:wrong@")):
-            with pytest.raises(Refused, match="WRONGPASS|NOAUTH"):
+            with pytest.raises(Refused, match=r"WRONGPASS|NOAUTH"):
                 await RedisConnection.open(wrong, unexpected)
         right = redis_url.replace("redis://", "redis://:only-this@")
         (await RedisConnection.open(right, unexpected)).close()
