@@ -4,12 +4,10 @@ reports changes like a worker; ``watch`` follows jobs in a terminal."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from typing import Any
 
 import redis.exceptions
@@ -20,67 +18,9 @@ from gateway.settings import Settings, SettingsError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from gateway.launch import Launch, serve
 
-    from gateway.app import create_app
-    from gateway.auth.keyring import exposure_refusal
-    from gateway.embedded import EmbeddedRedis
-    from gateway.observability import logs
-    from gateway.runtime import Server
-    from gateway.server import protocol
-
-    settings = Settings.from_env()
-    logs.configure(settings.log_level)
-    settings = dataclasses.replace(
-        settings,
-        host=args.host or settings.host,
-        port=settings.port if args.port is None else args.port,
-        insecure=settings.insecure or args.insecure,
-    )
-    with ExitStack() as stack:
-        if settings.redis_url is None:
-            server = stack.enter_context(EmbeddedRedis())
-            settings = dataclasses.replace(settings, redis_url=server.url)
-            print(
-                f"gateway: REDIS_URL is unset, so an embedded server runs for this process.\n"
-                f"gateway: workers reach it with REDIS_URL={server.url}",
-                file=sys.stderr,
-                flush=True,
-            )
-        refusal = exposure_refusal(settings.host, settings.insecure)
-        if refusal is not None and not _any_key(settings.redis_url):
-            print(f"gateway: refusing to start: {refusal}", file=sys.stderr)
-            return 2
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            log_config=None,  # logs.configure did it: JSON lines, our access log
-            access_log=False,
-            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-            http=protocol(settings),
-            timeout_keep_alive=settings.keepalive_seconds,
-        )
-        # A stop by SIGTERM/SIGINT exits 0 (gateway.runtime); a start that failed (the app
-        # refused its settings, say: the log says why) exits 3, as uvicorn's own command.
-        uvicorn_server = Server(config)
-        uvicorn_server.run()
-    return 0 if uvicorn_server.started else 3
-
-
-def _any_key(url: str | None) -> bool:
-    """Whether an API key exists (True when Redis cannot say: the app checks again once it
-    has read the keys, gateway.app)."""
-    import redis
-
-    from gateway.contract import keys
-
-    try:
-        with redis.Redis.from_url(url or "", socket_timeout=5, socket_connect_timeout=5) as r:
-            return bool(r.exists(keys.api_keys_key()))
-    except (redis.exceptions.RedisError, ValueError):
-        return True
+    return serve(Launch(host=args.host, port=args.port, insecure=args.insecure))
 
 
 def _redis_url(command: str) -> str | None:
