@@ -103,6 +103,10 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            # Its own process group: a Ctrl-C in the terminal reaches the gateway alone,
+            # which stops this server after its own streams and connections (__exit__),
+            # instead of both at once and the gateway logging a Redis outage on the way out.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
