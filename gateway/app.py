@@ -13,12 +13,13 @@ from typing import Any
 
 from gateway import runtime
 from gateway.auth.keyring import Keyring, exposure_refusal
+from gateway.backend import preflight
 from gateway.backend.standalone import StandaloneBackend
 from gateway.contract import frames
 from gateway.fanout.hub import Hub
 from gateway.observability import access
 from gateway.observability.metrics import Metrics
-from gateway.settings import Settings, SettingsError
+from gateway.settings import Settings, SettingsError, redacted
 from gateway.web.front import Front
 from gateway.web.guard import Guard
 from gateway.web.routes import routes
@@ -43,6 +44,11 @@ def create_app(settings: Settings | None = None) -> Front:
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        # A Redis that refuses the configuration stops the start (SettingsError) instead
+        # of being retried for ever behind a /healthz that says ok.
+        refusal = await preflight.check(redis_url, settings.redis_timeout_seconds)
+        if refusal is not None:
+            raise SettingsError(f"REDIS_URL={redacted(redis_url)!r}: {refusal}")
         async with (
             StandaloneBackend.connected(
                 redis_url,

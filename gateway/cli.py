@@ -1,5 +1,4 @@
-"""The ``gateway`` command: ``serve`` runs the gateway; ``keys`` manages API keys; ``job``
-reports changes like a worker; ``watch`` follows jobs in a terminal."""
+"""The ``gateway`` command (its --help says what each subcommand does)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,11 @@ from gateway.settings import Settings, SettingsError
 def _serve(args: argparse.Namespace) -> int:
     from gateway.launch import Launch, serve
 
-    return serve(Launch(host=args.host, port=args.port, insecure=args.insecure))
+    if args.workers < 1:
+        print("gateway serve: --workers must be 1 or more", file=sys.stderr)
+        return 2
+    return serve(Launch(host=args.host, port=args.port, insecure=args.insecure,
+                        embedded=args.embedded, workers=args.workers))
 
 
 def _redis_url(command: str) -> str | None:
@@ -186,8 +189,22 @@ def _watch(args: argparse.Namespace) -> int:
                  api_key=os.environ.get("GATEWAY_API_KEY") or None)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("job-status-gateway")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    root = argparse.ArgumentParser(
+        prog="gateway",
+        description="The job status gateway: serve jobs' snapshots and event streams over "
+                    "HTTP, manage API keys, report a job's changes as a worker would, and "
+                    "watch jobs move in a terminal.")
+    root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = root.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway (embedded Redis when REDIS_URL is unset)")
     serve.add_argument("--host", help="default: GATEWAY_HOST or 127.0.0.1")
@@ -195,6 +212,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure", action="store_true",
                        help="serve without auth on a public address while no API key exists "
                             "(GATEWAY_INSECURE=true)")
+    serve.add_argument("--embedded", action="store_true",
+                       help="run a private embedded Valkey even on a public address (without "
+                            "REDIS_URL; only this process can reach it)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="N processes sharing the port (default: 1); SIGTERM stops each "
+                            "one's streams with a retry: and exits 0")
     serve.set_defaults(func=_serve)
     _keys_commands(sub)
     _job_commands(sub)
@@ -218,8 +241,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChangeRefused as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
-    except redis.exceptions.ConnectionError as exc:
-        print(f"gateway: cannot reach Redis: {exc}", file=sys.stderr)
+    except redis.exceptions.RedisError as exc:
+        from gateway.backend.preflight import refusal
+
+        reason = refusal(exc)
+        if reason is not None:
+            print(f"gateway: REDIS_URL: {reason}", file=sys.stderr)
+        elif isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+            print(f"gateway: cannot reach Redis: {exc}", file=sys.stderr)
+        else:
+            print(f"gateway: Redis answered with an error: {exc}", file=sys.stderr)
         return 2
     return code
 

@@ -1,13 +1,23 @@
-"""``gateway serve``: the embedded server, the checks before serving, and uvicorn."""
+"""``gateway serve``: the checks before serving, the embedded server, and uvicorn.
+
+Each check that can fail stops the start with one line on stderr and exit code 2, before
+anything is started that would have to be stopped again: a port in use, an embedded
+server on a public address, a Redis that refuses the configuration, a public address
+with no API key. A Redis that cannot be reached is not a reason to stop: the gateway
+serves 503 and reconnects (docs/operations.md).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import socket
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from gateway.settings import Settings
+from gateway.settings import Settings, redacted
 
 
 @dataclass(frozen=True)
@@ -17,14 +27,47 @@ class Launch:
     host: str | None = None
     port: int | None = None
     insecure: bool = False
+    embedded: bool = False
+    workers: int = 1
+
+
+def _say(line: str) -> None:
+    print(f"gateway: {line}", file=sys.stderr, flush=True)
+
+
+def port_refusal(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served (in use, or not an address of this machine)."""
+    if port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: SO_REUSEADDR, so a port in TIME_WAIT is not "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"port {port} on {host} is in use (another gateway?): stop it, or "
+                        "choose another port with --port or GATEWAY_PORT")
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def _embedded_refusal(host: str) -> str:
+    return (f"refusing to start: REDIS_URL is unset and {host} is not a loopback address. "
+            "An embedded Valkey would be private to this process, out of reach of workers "
+            "on other hosts and of other gateway processes: set REDIS_URL to the Redis they "
+            "share, or pass --embedded to run a private one anyway")
 
 
 def serve(launch: Launch) -> int:
     """Run the gateway until SIGTERM/SIGINT; the exit code."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from gateway.app import create_app
-    from gateway.auth.keyring import exposure_refusal
+    from gateway.auth.keyring import exposure_refusal, is_loopback
+    from gateway.backend import preflight
     from gateway.embedded import EmbeddedRedis
     from gateway.observability import logs
     from gateway.runtime import Server
@@ -38,31 +81,50 @@ def serve(launch: Launch) -> int:
         port=settings.port if launch.port is None else launch.port,
         insecure=settings.insecure or launch.insecure,
     )
+    refusal = port_refusal(settings.host, settings.port)
+    if refusal is None and settings.redis_url is None and not (
+            launch.embedded or is_loopback(settings.host)):
+        refusal = _embedded_refusal(settings.host)
+    if refusal is not None:
+        _say(refusal)
+        return 2
     with ExitStack() as stack:
         if settings.redis_url is None:
+            # Stopped when this block ends, after uvicorn has closed every stream and
+            # Redis connection (its own process group: Ctrl-C reaches the gateway alone).
             server = stack.enter_context(EmbeddedRedis())
             settings = dataclasses.replace(settings, redis_url=server.url)
-            print(
-                f"gateway: REDIS_URL is unset, so an embedded server runs for this process.\n"
-                f"gateway: workers reach it with REDIS_URL={server.url}",
-                file=sys.stderr,
-                flush=True,
-            )
-        refusal = exposure_refusal(settings.host, settings.insecure)
-        if refusal is not None and not _any_key(settings.redis_url):
-            print(f"gateway: refusing to start: {refusal}", file=sys.stderr)
+            _say("REDIS_URL is unset, so an embedded server runs for this process.")
+            _say(f"workers reach it with REDIS_URL={server.url}")
+        redis_url = settings.redis_url
+        assert redis_url is not None
+        refusal = preflight.check_sync(redis_url, settings.redis_timeout_seconds)
+        if refusal is not None:
+            _say(f"refusing to start: REDIS_URL={redacted(redis_url)!r}: {refusal}")
             return 2
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            log_config=None,  # logs.configure did it: JSON lines, our access log
-            access_log=False,
-            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-            http=protocol(settings),
-            timeout_keep_alive=settings.keepalive_seconds,
-        )
+        refusal = exposure_refusal(settings.host, settings.insecure)
+        if refusal is not None and not _any_key(redis_url):
+            _say(f"refusing to start: {refusal}")
+            return 2
+        options = {"host": settings.host, "port": settings.port,
+                   "log_level": settings.log_level,
+                   "log_config": None,  # logs.configure did it: JSON lines, our access log
+                   "access_log": False,
+                   "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds),
+                   "timeout_keep_alive": settings.keepalive_seconds}
+        if launch.workers > 1:
+            # Each worker process builds the app from the environment: give it what the
+            # command line decided. SIGTERM reaches every one, and each ends its streams.
+            os.environ.update({"REDIS_URL": redis_url, "GATEWAY_HOST": settings.host,
+                               "GATEWAY_PORT": str(settings.port),
+                               "GATEWAY_INSECURE": str(settings.insecure).lower()})
+            config = uvicorn.Config("gateway.app:create_app", factory=True,
+                                    workers=launch.workers, http="gateway.server:HttpProtocol",
+                                    **options)  # type: ignore[arg-type]
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            return 0
+        config = uvicorn.Config(create_app(settings), http=protocol(settings),
+                                **options)  # type: ignore[arg-type]
         # A stop by SIGTERM/SIGINT exits 0 (gateway.runtime); a start that failed (the app
         # refused its settings, say: the log says why) exits 3, as uvicorn's own command.
         uvicorn_server = Server(config)
@@ -70,7 +132,7 @@ def serve(launch: Launch) -> int:
     return 0 if uvicorn_server.started else 3
 
 
-def _any_key(url: str | None) -> bool:
+def _any_key(url: str) -> bool:
     """Whether an API key exists (True when Redis cannot say: the app checks again once it
     has read the keys, gateway.app)."""
     import redis
@@ -78,7 +140,7 @@ def _any_key(url: str | None) -> bool:
     from gateway.contract import keys
 
     try:
-        with redis.Redis.from_url(url or "", socket_timeout=5, socket_connect_timeout=5) as r:
+        with redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5) as r:
             return bool(r.exists(keys.api_keys_key()))
     except (redis.exceptions.RedisError, ValueError):
         return True

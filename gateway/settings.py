@@ -94,7 +94,7 @@ class _Reader:
         try:
             return parse(raw.strip())
         except ValueError as exc:
-            shown = (_redacted(raw) if name == "REDIS_URL" else "REDACTED"
+            shown = (redacted(raw) if name == "REDIS_URL" else "REDACTED"
                      if name in _SECRET else raw)
             raise SettingsError(f"{name}={shown!r}: {exc}") from None
 
@@ -163,7 +163,7 @@ def require_database_0(url: str) -> None:
             "0 (a separate Redis, or a tenant each, keeps deployments apart)")
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """A URL without its password, fit for an error message (however malformed it is)."""
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest.split("/", 1)[0]:

@@ -143,3 +143,57 @@ def test_the_embedded_server_dies_with_a_killed_gateway(embedded_gateway) -> Non
     while _port_open(port):
         assert time.monotonic() < deadline, "the embedded server outlived a killed gateway"
         time.sleep(0.05)
+
+
+def test_version_and_a_help_in_plain_words() -> None:
+    from importlib.metadata import version
+
+    shown = subprocess.run([sys.executable, "-m", "gateway", "--version"], capture_output=True,
+                           text=True, timeout=30)
+    assert shown.returncode == 0
+    assert shown.stdout.strip() == f"gateway {version('job-status-gateway')}"
+    helped = subprocess.run([sys.executable, "-m", "gateway", "--help"], capture_output=True,
+                            text=True, timeout=30)
+    assert helped.returncode == 0 and "``" not in helped.stdout
+    serve_help = subprocess.run([sys.executable, "-m", "gateway", "serve", "--help"],
+                                capture_output=True, text=True, timeout=30).stdout
+    assert "--workers N" in serve_help and "--embedded" in serve_help
+
+
+@pytest.mark.parametrize("url,says", [
+    ("nonsense", "must be a redis://, rediss:// or unix:// URL"),
+    ("redis://127.0.0.1:{closed}/0", "cannot reach Redis"),
+    ("{not_redis}", "does not speak the Redis protocol"),
+])
+def test_a_redis_url_that_cannot_work_is_one_line_and_exit_2(url: str, says: str) -> None:
+    from gateway.embedded import free_port
+
+    with socket.socket() as listening:  # answers as an HTTP server would, not as Redis
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        listening.settimeout(10)
+        url = url.format(closed=free_port(),
+                         not_redis=f"redis://127.0.0.1:{listening.getsockname()[1]}/0")
+        command = subprocess.Popen([sys.executable, "-m", "gateway", "job", "create", "x"],
+                                   env={"REDIS_URL": url, "PATH": "/usr/bin:/bin"},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if "protocol" in says:
+            peer, _ = listening.accept()
+            with peer:
+                peer.recv(1024)
+                peer.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        _, err = command.communicate(timeout=30)
+    assert command.returncode == 2, err
+    assert len(err.strip().splitlines()) == 1 and says in err, err
+
+
+def test_a_wrong_password_is_one_line_and_exit_2(redis_url: str, r) -> None:  # type: ignore[no-untyped-def]
+    r.execute_command("ACL", "SETUSER", "cli-user", "on", ">right", "~*", "+@all", "&*")
+    try:
+        result = _job(redis_url.replace("redis://", "redis://cli-user:wrong@"), "create", "x")
+    finally:
+        r.execute_command("ACL", "DELUSER", "cli-user")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("gateway: REDIS_URL: Redis refuses the credentials")
+    assert len(result.stderr.strip().splitlines()) == 1
+

@@ -1,0 +1,58 @@
+"""Whether Redis refuses the configuration in ``REDIS_URL`` for good, before serving.
+
+A Redis that cannot be reached is an outage: the gateway starts, answers 503 and
+``/readyz`` 503, and reconnects with backoff until it answers (docs/operations.md). A
+Redis that answers and refuses the credentials, or an endpoint that does not speak
+Redis at all, will never work however long it is retried: start-up stops with one line
+that says why, and ``/healthz`` never gets to say "ok" over it.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    InvalidResponse,
+    RedisError,
+    ResponseError,
+)
+
+_CREDENTIALS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password")
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why Redis refuses this configuration for good; None for anything that may pass
+    (unreachable, slow, loading, out of memory)."""
+    if isinstance(exc, AuthenticationError | AuthenticationWrongNumberOfArgsError) or (
+            isinstance(exc, ResponseError) and str(exc).startswith(_CREDENTIALS)):
+        return f"Redis refuses the credentials: {exc}"
+    if isinstance(exc, InvalidResponse):
+        return f"the server there does not speak the Redis protocol ({exc})"
+    return None
+
+
+async def check(url: str, socket_seconds: float) -> str | None:
+    """Why Redis refuses the configuration in ``url``; None when it answers, or cannot be
+    reached now (then the backend retries and logs each backoff step)."""
+    try:
+        async with redis.asyncio.Redis.from_url(
+                url, socket_timeout=socket_seconds,
+                socket_connect_timeout=socket_seconds) as client:
+            await client.ping()
+    except (RedisError, OSError) as exc:
+        return refusal(exc)
+    return None
+
+
+def check_sync(url: str, socket_seconds: float) -> str | None:
+    """``check`` for the command line, which runs before any event loop."""
+    try:
+        with redis.Redis.from_url(
+                url, socket_timeout=socket_seconds,
+                socket_connect_timeout=socket_seconds) as client:
+            client.ping()
+    except (RedisError, OSError) as exc:
+        return refusal(exc)
+    return None
