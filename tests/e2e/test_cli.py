@@ -197,3 +197,24 @@ def test_a_wrong_password_is_one_line_and_exit_2(redis_url: str, r) -> None:  # 
     assert result.stderr.startswith("gateway: REDIS_URL: Redis refuses the credentials")
     assert len(result.stderr.strip().splitlines()) == 1
 
+
+EXAMPLE = [sys.executable, "examples/worker.py"]
+
+
+def test_the_example_worker_runs_twice_on_one_id_and_explains_a_missing_url(
+    redis_url: str,
+) -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for _ in range(2):  # the second run makes the ended job afresh
+        run = subprocess.run([*EXAMPLE, "twice"], cwd=root, env={"REDIS_URL": redis_url},
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.splitlines()[-1] == "job twice: completed (version 12)"
+    missing = subprocess.run([*EXAMPLE, "x"], cwd=root, env={}, capture_output=True,
+                             text=True, timeout=30)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        "examples/worker.py: set REDIS_URL to the Redis the gateway uses "
+        "(`gateway serve` prints it)"]
