@@ -16,6 +16,7 @@ from gateway.client._client import (
     Output,
     Progress,
     Unauthorized,
+    Unreachable,
     WaitTimeout,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "Output",
     "Progress",
     "Unauthorized",
+    "Unreachable",
     "WaitTimeout",
 ]

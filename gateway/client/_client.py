@@ -3,7 +3,8 @@
 Built on httpx and httpx-sse. It reconnects by itself (the server's ``retry:`` first,
 then exponential backoff with jitter) and resumes with ``Last-Event-ID``, so a caller
 sees every job reach its current state across gateway restarts; 204 ends a follow, and
-401/403/404 raise instead of being retried forever (issue 3).
+401/403/404 raise instead of being retried forever; a gateway that was never reached
+raises ``Unreachable`` after a few attempts instead of being waited for in silence.
 
 ``AsyncClient`` and ``Client`` have the same methods; the decisions they share (what to
 send, what a status means, which events to pass on) live in ``_Follow``.
@@ -139,6 +140,12 @@ class WaitTimeout(GatewayError, TimeoutError):
     pass
 
 
+class Unreachable(GatewayError, ConnectionError):
+    """No attempt of a follow ever reached the gateway (nothing listens there, a wrong
+    URL, DNS): raised after ``connect_attempts`` tries. Once a follow has reached the
+    gateway, a broken connection is a pause, retried without end."""
+
+
 def _raise_for(response: httpx.Response, body: bytes) -> None:
     try:
         error = json.loads(body)
@@ -164,8 +171,10 @@ class _Follow:
     """The state of one logical follow across reconnects."""
 
     def __init__(self, path: str, params: list[tuple[str, str]], *, single: bool,
-                 max_backoff: float) -> None:
+                 max_backoff: float, connect_attempts: int) -> None:
         self.path, self.params, self.single = path, params, single
+        self.connect_attempts = connect_attempts
+        self.reached = False
         self.last_id: str | None = None
         self.retry_ms = 3000
         self.failures = 0
@@ -182,6 +191,7 @@ class _Follow:
 
     def check(self, response: httpx.Response, body: bytes) -> bool:
         """True when the stream is open; False when it is over (204); raises otherwise."""
+        self.reached = True
         if response.status_code == 200:
             self.failures = 0
             return True
@@ -193,6 +203,17 @@ class _Follow:
             raise _Retry(float(retry_after) if retry_after.isdigit() else None)
         _raise_for(response, body)
         return False
+
+    def broken(self, base_url: object, exc: Exception) -> float:
+        """The delay before the next attempt after a failed connection; Unreachable when
+        no attempt ever reached the gateway and the attempts are spent."""
+        if self.reached:
+            return self.delay()
+        self.failures += 1
+        if self.failures >= self.connect_attempts:
+            raise Unreachable(f"cannot reach the gateway at {base_url} "
+                              f"({self.connect_attempts} attempts): {exc}") from exc
+        return float(min(0.5 * 2 ** (self.failures - 1), self.max_backoff))  # 0.5, 1, 2, 4 s
 
     def delay(self, hint: float | None = None) -> float:
         """How long to wait before the next attempt: retry: first, then backoff."""
@@ -260,10 +281,12 @@ class AsyncClient:
     """``async with AsyncClient("http://gateway:8000") as c: job = await c.wait(id, 60)``."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 10.0,
-                 max_backoff: float = 30.0, http: httpx.AsyncClient | None = None) -> None:
+                 max_backoff: float = 30.0, connect_attempts: int = 5,
+                 http: httpx.AsyncClient | None = None) -> None:
         self._http = http or httpx.AsyncClient(base_url=base_url, timeout=_timeout(timeout),
                                            headers=_auth(api_key))
         self._max_backoff = max_backoff
+        self._attempts = connect_attempts
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -283,7 +306,8 @@ class AsyncClient:
 
     async def follow(self, job_id: str) -> AsyncIterator[Job]:
         """Every snapshot of the job as it changes, ending with its terminal one."""
-        follow = _Follow(f"/v1/jobs/{job_id}", [], single=True, max_backoff=self._max_backoff)
+        follow = _Follow(f"/v1/jobs/{job_id}", [], single=True, max_backoff=self._max_backoff,
+                         connect_attempts=self._attempts)
         async for event in self._run(follow):
             if event.job is not None:
                 yield event.job
@@ -291,7 +315,8 @@ class AsyncClient:
     async def follow_many(self, job_ids: list[str] | None = None) -> AsyncIterator[JobEvent]:
         """Events of the named jobs (or of the whole tenant) on one connection; endless."""
         follow = _Follow("/v1/jobs", _many_params(job_ids), single=False,
-                         max_backoff=self._max_backoff)
+                         max_backoff=self._max_backoff,
+                         connect_attempts=self._attempts)
         async for event in self._run(follow):
             yield event
 
@@ -331,8 +356,8 @@ class AsyncClient:
                 raise _Retry()  # the server ended the stream without an end: reconnect
             except _Retry as retry:
                 await anyio.sleep(follow.delay(retry.delay))
-            except _BROKEN:
-                await anyio.sleep(follow.delay())
+            except _BROKEN as exc:
+                await anyio.sleep(follow.broken(self._http.base_url, exc))
 
 
 # -- blocking ------------------------------------------------------------------------------
@@ -342,10 +367,12 @@ class Client:
     """The blocking twin of AsyncClient: ``Client(url).wait(job_id, 60)``."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 10.0,
-                 max_backoff: float = 30.0, http: httpx.Client | None = None) -> None:
+                 max_backoff: float = 30.0, connect_attempts: int = 5,
+                 http: httpx.Client | None = None) -> None:
         self._http = http or httpx.Client(base_url=base_url, timeout=_timeout(timeout),
                                            headers=_auth(api_key))
         self._max_backoff = max_backoff
+        self._attempts = connect_attempts
 
     def __enter__(self) -> Client:
         return self
@@ -363,14 +390,16 @@ class Client:
         return Job.from_dict(response.json())
 
     def follow(self, job_id: str, *, deadline: float | None = None) -> Iterator[Job]:
-        follow = _Follow(f"/v1/jobs/{job_id}", [], single=True, max_backoff=self._max_backoff)
+        follow = _Follow(f"/v1/jobs/{job_id}", [], single=True, max_backoff=self._max_backoff,
+                         connect_attempts=self._attempts)
         for event in self._run(follow, deadline):
             if event.job is not None:
                 yield event.job
 
     def follow_many(self, job_ids: list[str] | None = None) -> Iterator[JobEvent]:
         follow = _Follow("/v1/jobs", _many_params(job_ids), single=False,
-                         max_backoff=self._max_backoff)
+                         max_backoff=self._max_backoff,
+                         connect_attempts=self._attempts)
         yield from self._run(follow, None)
 
     def wait(self, job_id: str, timeout: float, *, raise_on_failure: bool = False) -> Job:
@@ -408,5 +437,5 @@ class Client:
                 raise _Retry()
             except _Retry as retry:
                 time.sleep(min(follow.delay(retry.delay), max(left(), 0)))
-            except _BROKEN:
-                time.sleep(min(follow.delay(), max(left(), 0)))
+            except _BROKEN as exc:
+                time.sleep(min(follow.broken(self._http.base_url, exc), max(left(), 0)))

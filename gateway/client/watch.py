@@ -1,4 +1,4 @@
-"""``gateway watch``: a person's view of jobs moving, in a terminal (issue 3).
+"""``gateway watch``: a person's view of jobs moving, in a terminal (docs/client.md).
 
 One progress bar per job with its phase; a line when a job ends, with the output file
 name or the error. Exit status: 0 when every watched job completed, 1 when any failed or
@@ -17,7 +17,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
-from gateway.client._client import Client, ClientError, Job, JobEvent
+from gateway.client._client import Client, ClientError, Job, JobEvent, Unreachable
 
 
 def _ending(job: Job) -> str:
@@ -90,7 +90,7 @@ def watch(url: str, job_ids: list[str] | None, *, as_json: bool,
             finally:
                 if progress is not None:
                     progress.stop()
-    except ClientError as exc:
+    except (ClientError, Unreachable) as exc:  # refused; or gone before it was reached
         print(f"gateway watch: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""The Python client, against real gateways: reconnects, waits, errors (issue 3)."""
+"""The Python client, against real gateways: reconnects, waits, errors (docs/client.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from contextlib import aclosing
 import anyio
 import pytest
 
-from gateway.client import AsyncClient, Client, Job, JobDidNotComplete, NotFound, WaitTimeout
+from gateway.client import (
+    AsyncClient,
+    Client,
+    Job,
+    JobDidNotComplete,
+    NotFound,
+    Unreachable,
+    WaitTimeout,
+)
+from gateway.embedded import free_port
 from gateway.worker import SyncWorker
 
 pytestmark = pytest.mark.anyio
@@ -204,3 +213,15 @@ async def test_an_api_key_is_sent_and_a_refusal_raises(start_gateway, redis_url:
                         pass
     with Client(gateway.url, api_key=key) as sync_client:
         assert sync_client.get("keyed").status == "canceled"
+
+
+async def test_a_gateway_never_reached_is_an_error_after_a_few_attempts() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with anyio.fail_after(20):  # 0.5 + 1 + 2 + 4 s of backoff between five attempts
+        async with AsyncClient(nowhere) as client:
+            with pytest.raises(Unreachable, match=f"cannot reach the gateway at {nowhere}"):
+                await client.wait("x", timeout=600)
+    started = time.monotonic()
+    with Client(nowhere, connect_attempts=2) as blocking, pytest.raises(Unreachable):
+        blocking.wait("x", timeout=600)
+    assert time.monotonic() - started < 5
