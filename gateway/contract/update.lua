@@ -257,8 +257,19 @@ end
 -- Encoding by hand keeps the snapshot's fields in the documented order.
 -- cjson escapes '/' as '\/': valid JSON, but URLs read badly that way. Every '/' in its
 -- output is escaped, and an escaped backslash never ends in '/', so the undo is exact.
+-- cjson writes numbers with 14 significant digits: a count such as 9007199254740991 came
+-- out as 9.007199254741e+15. Whole numbers are written in full, others with as few digits
+-- as give the same number back.
+local function number(n)
+  if n == math.floor(n) and math.abs(n) <= MAX_COUNT then return string.format('%.0f', n) end
+  local short = string.format('%.15g', n)
+  if tonumber(short) == n then return short end
+  return string.format('%.17g', n)
+end
+
 local function enc(v)
   if v == nil then return 'null' end
+  if type(v) == 'number' then return number(v) end
   return (string.gsub(cjson.encode(v), '\\/', '/'))
 end
 
@@ -279,8 +290,12 @@ local function object(t, keys, all)
 end
 
 local function metrics_json(m)
-  if next(m) == nil then return '{}' end
-  return (string.gsub(cjson.encode(m), '\\/', '/'))
+  local names = {}
+  for k in pairs(m) do names[#names + 1] = k end
+  table.sort(names)
+  local parts = {}
+  for i, k in ipairs(names) do parts[i] = enc(k) .. ':' .. number(m[k]) end
+  return '{' .. table.concat(parts, ',') .. '}'
 end
 
 local function encode(s)

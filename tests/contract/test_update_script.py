@@ -284,3 +284,17 @@ def test_the_active_set_holds_the_jobs_not_yet_ended(worker: SyncWorker, r: redi
     assert active == [(b"a1", 1.0), (b"a2", 3.0)]
     worker.fail("a2", "x")
     assert r.zrange(keys.active_key("default"), 0, -1) == [b"a1"]
+
+
+def test_numbers_come_back_exactly_as_they_were_given(worker: SyncWorker) -> None:
+    big = 2**53 - 1  # the largest count JSON carries exactly
+    worker.create("exact", conversion={"source_size_bytes": big})
+    worker.start("exact")
+    worker.progress("exact", 12.5, metrics={"pages": 1e15, "ratio": 0.1, "tiny": 1.23456789e-7,
+                                             "third": 1 / 3})
+    done = worker.complete("exact", file_url="https://files.example/x", file_size_bytes=big,
+                           file_count=2)
+    assert done["conversion"]["source_size_bytes"] == big
+    assert done["output"]["file_size_bytes"] == big
+    assert done["metrics"] == {"pages": 1e15, "ratio": 0.1, "tiny": 1.23456789e-7,
+                               "third": 1 / 3}
