@@ -75,12 +75,27 @@ async def body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class _Inexact(Exception):
+    pass
+
+
+def _exact_int(text: str) -> int:
+    """A whole number the update script (Lua: doubles) reads as it was written."""
+    value = int(text)
+    if abs(value) > 2**53:
+        raise _Inexact(text[:40])
+    return value
+
+
 def json_object(raw: bytes) -> dict[str, Any]:
     """A body that must be a JSON object (or empty: an empty object)."""
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_int=_exact_int)
+    except _Inexact as exc:
+        raise problems.invalid_parameter(
+            f"{exc} is past 2^53: JSON numbers are exact only up to there") from None
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
         raise problems.invalid_parameter("the body is not JSON") from None
     if not isinstance(value, dict):

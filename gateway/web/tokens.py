@@ -43,6 +43,8 @@ class Tokens:
         except ValueError as exc:
             raise problems.invalid_parameter(str(exc)) from None
         ttl = body.get("ttl_seconds", tokens.DEFAULT_TTL_SECONDS)
+        if type(ttl) is float and ttl.is_integer():
+            ttl = int(ttl)  # 300.0 is the whole number 300 in JSON (and JSON Schema)
         if type(ttl) is not int or not (
                 tokens.MIN_TTL_SECONDS <= ttl <= tokens.MAX_TTL_SECONDS):
             raise problems.invalid_parameter(

@@ -135,3 +135,17 @@ def test_download_redirects_only_to_absolute_https_urls(
             assert response.status_code == 409, url
             assert response.json()["error"] == "jobs.not_ready"
             assert "location" not in response.headers
+
+
+def test_a_number_past_2_53_is_refused_not_rounded(gateway) -> None:
+    # The update script reads numbers as doubles: 2^53 + 1 would be stored as 2^53.
+    body = b'{"job_id": "big", "conversion": {"source_size_bytes": 9007199254740993}}'
+    response = httpx.post(f"{gateway.url}/v1/jobs", content=body, timeout=10,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json() == {"error": "request.invalid_parameter", "detail":
+                               "9007199254740993 is past 2^53: JSON numbers are exact only "
+                               "up to there"}
+    exact = body.replace(b"9007199254740993", b"9007199254740992")
+    created = httpx.post(f"{gateway.url}/v1/jobs", content=exact, timeout=10)
+    assert created.json()["conversion"]["source_size_bytes"] == 2**53
