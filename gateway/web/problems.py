@@ -1,6 +1,7 @@
-"""Error answers: ``{"error": "<code>", "detail": "<human text>"}`` (README, HTTP API).
+"""Error answers: ``{"error": "<code>", "detail": "<human text>"}`` (docs/api.md, Errors).
 
-Endpoints raise ApiError; the front (gateway.web.front) turns it into the response.
+Endpoints raise ApiError; the front (gateway.web.front) turns it into the response. Every
+code is in CODES, with its status and what it means: ``/openapi.json`` publishes them.
 """
 
 from __future__ import annotations
@@ -8,6 +9,35 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 
 VARY = {"Vary": "Accept"}
+
+CODES: dict[str, tuple[int, str]] = {
+    "request.malformed": (400, "the request could not be read as HTTP/1.1"),
+    "request.invalid_job_id": (400, "a job id that breaks the rule (checked before Redis)"),
+    "request.invalid_parameter": (400, "a query parameter or body field that is not "
+                                       "allowed, out of range or of the wrong type"),
+    "auth.invalid_credentials": (401, "no credential, a malformed one, an unknown or revoked "
+                                      "key, an expired or tampered token"),
+    "auth.insufficient_scope": (403, "a read credential on a change, a token limited to "
+                                     "other jobs, or a token minting a token"),
+    "request.not_found": (404, "no such URL"),
+    "jobs.not_found": (404, "no such job (or another tenant's)"),
+    "request.method_not_allowed": (405, "the URL does not take this method (see Allow)"),
+    "request.not_acceptable": (406, "Accept names neither application/json nor "
+                                    "text/event-stream"),
+    "request.timeout": (408, "the request head did not arrive in time"),
+    "jobs.already_exists": (409, "a job with this id exists"),
+    "jobs.not_cancellable": (409, "the job already ended"),
+    "jobs.not_deletable": (409, "the job is queued or running: cancel it first"),
+    "jobs.not_ready": (409, "no output to download: the job did not complete, or its "
+                            "worker gave no https URL"),
+    "jobs.expired": (410, "the job's output expired"),
+    "request.too_large": (413, "the body is over the limit"),
+    "request.headers_too_large": (431, "the request line and headers are over the limit"),
+    "limits.too_many_streams": (429, "the tenant has its most open streams on this gateway "
+                                     "process (see Retry-After)"),
+    "internal": (500, "an unexpected error (logged)"),
+    "backend.unavailable": (503, "Redis did not answer in time (see Retry-After)"),
+}
 
 
 class ApiError(Exception):
@@ -106,7 +136,8 @@ def malformed() -> ApiError:
 
 
 def no_route() -> ApiError:
-    return ApiError(404, "request.not_found", "Not Found")
+    return ApiError(404, "request.not_found",
+                    "nothing is served at this URL: the API is under /v1 (see /docs)")
 
 
 def method_not_allowed(method: str, allow: str) -> ApiError:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Send
 
-from gateway.web import actions, job, jobs, problems, service, tokens
+from gateway.web import actions, job, jobs, problems, reference, service, tokens
 from gateway.web.context import Context
 from gateway.web.services import Services
 from gateway.web.types import Handler, Reply
@@ -26,13 +26,19 @@ class Resource:
     """The handlers of one URL, by method. ``HEAD`` is served wherever ``GET`` is, and
     ``OPTIONS`` everywhere (by the front: CORS preflights come without credentials)."""
 
-    def __init__(self, *, protected: bool = True, **handlers: Handler) -> None:
+    def __init__(self, *, protected: bool = True, described: bool = True,
+                 **handlers: Handler) -> None:
         self.protected = protected
+        self.described = described  # in /openapi.json (all but /docs' static files)
         self._handlers = {method.upper(): handler for method, handler in handlers.items()}
         if "GET" in self._handlers:
             self._handlers.setdefault("HEAD", self._handlers["GET"])
         order = sorted(self._handlers, key=lambda m: _READS.index(m) if m in _READS else 2)
         self.allow = ", ".join([*order, "OPTIONS"])
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self._handlers)
 
     def __call__(self, request: Request, context: Context, send: Send) -> Awaitable[Reply]:
         method = request.method
@@ -50,7 +56,8 @@ def routes(services: Services) -> list[Route]:
     act = actions.Actions(services)
     own = service.Service(services)
     minted = tokens.Tokens(services)
-    return [
+    described = reference.Reference()
+    table = [
         Route("/v1/jobs/{job_id}", Resource(get=one.get, delete=act.delete)),
         Route("/v1/jobs", Resource(get=many.get, post=many.create)),
         Route("/v1/jobs/{job_id}/cancel", Resource(post=act.cancel)),
@@ -60,4 +67,9 @@ def routes(services: Services) -> list[Route]:
         Route("/healthz", Resource(get=own.healthz, protected=False)),
         Route("/readyz", Resource(get=own.readyz, protected=False)),
         Route("/metrics", Resource(get=own.metrics, protected=False)),
+        Route("/openapi.json", Resource(get=described.openapi, protected=False)),
+        Route("/docs", Resource(get=described.page, protected=False)),
+        Route("/docs/{name}", Resource(get=described.asset, protected=False, described=False)),
     ]
+    described.describe(table)
+    return table
