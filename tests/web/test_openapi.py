@@ -4,6 +4,9 @@ valid and invalid requests at a live gateway on a real Redis (docs/api.md)."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 import pytest
 import schemathesis
@@ -101,3 +104,67 @@ def test_the_links_walk_a_job_through_its_life_and_find_nothing(gateway, r) -> N
     run_state_machine_as_test(Workflow, settings=settings(
         max_examples=15, stateful_step_count=6, deadline=None,
         suppress_health_check=list(HealthCheck)))
+
+
+def _stream_events(path: str, method: str = "get") -> dict[str, dict]:  # type: ignore[type-arg]
+    media = DOCUMENT["paths"][path][method]["responses"]["200"]["content"]["text/event-stream"]
+    return {event["event"]: event["data"] for event in media["x-sse-events"]}
+
+
+def _check(name: str, data: str, documented: dict[str, dict]) -> None:  # type: ignore[type-arg]
+    from jsonschema import Draft202012Validator
+
+    assert name in documented, f"event {name!r} is not in the document"
+    validator = Draft202012Validator({**documented[name], "components": DOCUMENT["components"]},
+                                     format_checker=Draft202012Validator.FORMAT_CHECKER)
+    validator.validate(json.loads(data))
+
+
+def test_every_event_a_stream_sends_is_documented_with_its_data(gateway, redis_url) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from httpx_sse import connect_sse
+
+    from gateway.worker import SyncWorker
+
+    seen: dict[str, list[tuple[str, str]]] = {"one": [], "many": []}
+
+    def read(key: str, url: str, until: str | None) -> None:
+        with httpx.Client(timeout=20) as client, connect_sse(client, "GET", url) as source:
+            for sse in source.iter_sse():
+                if sse.data:
+                    seen[key].append((sse.event, sse.data))
+                if sse.event == until:
+                    return
+
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("doc-a", conversion={"source_format": "docx", "target_format": "pdf",
+                                           "original_filename": "a.docx",
+                                           "source_size_bytes": 1234})
+        readers = [
+            threading.Thread(target=read, args=("one", f"{gateway.url}/v1/jobs/doc-a", None)),
+            threading.Thread(target=read, args=(
+                "many", f"{gateway.url}/v1/jobs?job_id=doc-a&job_id=doc-none", "deleted")),
+        ]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + 10
+        while len(seen["one"]) < 1 or len(seen["many"]) < 2:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.02)
+        worker.start("doc-a", phase="Loading")
+        worker.progress("doc-a", 50, phase="Rendering", metrics={"pages": 3})
+        worker.complete("doc-a", file_url="https://files.example/a.pdf", file_name="a.pdf",
+                        content_type="application/pdf", file_size_bytes=99)
+        worker.delete("doc-a")
+        for reader in readers:
+            reader.join(20)
+            assert not reader.is_alive()
+    one, many = _stream_events("/v1/jobs/{job_id}"), _stream_events("/v1/jobs")
+    assert [name for name, _ in seen["one"]] == ["snapshot", "status", "progress", "status"]
+    for name, data in seen["one"]:
+        _check(name, data, one)
+    assert {name for name, _ in seen["many"]} == {"snapshot", "unknown", "status", "progress",
+                                                 "deleted"}
+    for name, data in seen["many"]:
+        _check(name, data, many)
