@@ -309,7 +309,7 @@ _TABLE_START, _TABLE_END = "<!-- bench:table -->", "<!-- /bench:table -->"
 
 
 def _update_readme(meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """The README shows the latest full run's table (issue 5), between two markers."""
+    """The README shows the latest full run's table, between two markers."""
     text = README.read_text()
     if _TABLE_START not in text or _TABLE_END not in text:
         print("bench: README.md has no bench:table markers; not updated", file=sys.stderr)

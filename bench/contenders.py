@@ -2,10 +2,10 @@
 
 Five contenders: this gateway (one process, or two behind one Redis), the naive Starlette +
 sse-starlette app of ``bench/naive_app.py``, nginx + nchan (memory store, one worker) as the
-reference peer written in C (issue 5), pushpin (a GRIP proxy, with the small GRIP backend
+reference peer written in C, pushpin (a GRIP proxy, with the small GRIP backend
 it needs; in ``bench/pushpin.py``) as a second peer in every scenario nchan runs in, and
 the floor of ``bench/floor_app.py``: a bare ASGI app on the gateway's own server stack, in
-the scenarios it serves (issue 12). Each gets a fresh server per measured round, so that
+the scenarios it serves. Each gets a fresh server per measured round, so that
 one round's memory and connections never leak into the next. With ``--baseline REF`` a
 sixth, ``Baseline``, is the gateway of an earlier build (REF checked out by
 ``bench/baseline.py``), started exactly as the gateway is.

@@ -8,7 +8,7 @@ redis-py pub/sub connection, no confirmation wait, no snapshot read, no conflati
 forwards each message of a watched job as a ``progress`` event (only where the scenario
 needs one, ``FLOOR_HUB=1``: fan-out; elsewhere a stream subscribes to nothing); a JSON GET
 answers a constant body. What the gateway costs beyond this, per stream and per request, is what
-the gateway itself adds (issue 12).
+the gateway itself adds.
 
     REDIS_URL=redis://127.0.0.1:6379/0 python -m bench.floor_app --port 8001
 """

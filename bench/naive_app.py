@@ -1,4 +1,4 @@
-"""The naive contender: what most Starlette + SSE tutorials show (issue 5).
+"""The naive contender: what most Starlette + SSE tutorials show.
 
 One ``redis.asyncio`` pub/sub (so one Redis connection) per client, sse-starlette's
 ``EventSourceResponse`` with its default 15 s ping, and ``GET /v1/jobs/{id}`` as JSON

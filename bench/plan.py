@@ -19,7 +19,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Plan:
-    """Counts and times of one run. The full plan is issue 5's; quick is a smoke test."""
+    """Counts and times of one run: the full plan (the README's table), or quick (a smoke
+    test)."""
 
     quick: bool = False
     rounds: int = 3

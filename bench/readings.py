@@ -13,7 +13,7 @@ the floor 167 to 198 and nchan 89 to 101; the floor's and nchan's rates are also
 by the load generator (near 90 % of a core and more), so the true ratios are lower
 still. Where a stream's opening goes, beside the floor: a py-spy profile (400 Hz; 12,000 stream
 opens each in three rounds of 4,000, 100 at a time, by hand on this machine, build of
-issue 12) of the gateway and of the floor, each sample put in the first of these that its
+2026-11-25) of the gateway and of the floor, each sample put in the first of these that its
 stack names, innermost first. Profiling inflates both alike; the ratio holds.
 
 | per stream (µs, under py-spy) | gateway | floor |
@@ -54,7 +54,7 @@ work per connection than uvicorn: the 137 µs both columns pay.""",
 A snapshot GET against the floor's constant JSON answer on the same server stack (the JSON
 rows above): the floor is the bound a per-request Python server reaches here, 3.3 times
 the gateway. A 500 Hz py-spy profile of the gateway under `wrk` (by hand, build of
-issue 12) puts the time in: the response's one `write()` (12 %, as much as the floor's
+2026-11-25) puts the time in: the response's one `write()` (12 %, as much as the floor's
 whole handler), the HMGET to Redis (its request, futures and timer, pipelined with the
 other connections' on one socket: about 12 % with its `write()` and read), uvicorn's
 request parse and response framing (about a quarter), and thin slices of routing, the
@@ -63,7 +63,7 @@ credential, the record's JSON and ETag, Starlette's `Response` and the access li
 route, much quicker than its streams, which makes 3x it a high bar: the floor itself is
 6.8x.
 
-A per-process snapshot cache kept exact by the hub's subscription (issue 12, item 4),
+A per-process snapshot cache kept exact by the hub's subscription
 looked at and not built: (1) it could answer only for a job some stream in this process
 watches, after its subscription is confirmed; in this scenario, as for most polling
 clients, none does, so every GET would still go to Redis, unless GETs subscribed
@@ -77,10 +77,10 @@ what it could give is the floor column (a constant body, nothing read).""",
     "fanout": """\
 Per watcher, the fan-out is now bound by the `write()` system call, one per watcher as
 for nchan: in the profile above `write()` is 60 % of the samples, and the Python around
-it (the watcher's version check, the direct write) about 17 %. Since issue 12 the hub
+it (the watcher's version check, the direct write) about 17 %. Since 2026-11-25 the hub
 writes each event through the server's `gateway.direct_write` (one call, the chunk
 framed once per message) instead of a `send` coroutine per watcher: against the build
-before issue 12 in one run (`--baseline`, three rounds of this plan), the p50 went from
+before it in one run (`--baseline`, three rounds of this plan), the p50 went from
 18.2 to 16.0 ms (0.88x), the p99 from 29.2 to 33.3 ms (its rounds ranged from 26.6 to
 35.2). What is left: "first → last receipt" (the fan-out itself) is 1.08x the floor's
 and 1.21x nchan's, and "publish → first receipt", the way in, adds about 0.7 ms that
@@ -91,8 +91,8 @@ round" lists each round: every contender's rounds move by 1.07x to 1.18x between
 best and the worst, the gateway's ratio to nchan from 1.14x to 1.34x. Python 3.12 and a
 server whose per-write work is in C would be the next steps.""",
     "latency": """\
-One watcher, 100 updates/s: the gateway's p50 is 3.0x nchan's here, as in the run before
-issue 12 on a machine about twice as fast (0.60 against 0.22 ms, 2.7x): the absolute goal
+One watcher, 100 updates/s: the gateway's p50 is 3.0x nchan's here, as in an earlier
+run on a machine about twice as fast (0.60 against 0.22 ms, 2.7x): the absolute goal
 of 1 ms moved with the machine, not the gateway (on this one nchan takes 0.38 ms and the
 naive app 1.19). Of the 1.12 ms, the way in (the worker's call through redis-py, the
 update script, PUBLISH) is most: the profile shows the gateway busy 13 % of the time,

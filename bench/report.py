@@ -1,4 +1,4 @@
-"""Results: medians per contender, the goals of issue 5, RESULTS.md and results.json."""
+"""Results: medians per contender, the goals, RESULTS.md and results.json."""
 
 from __future__ import annotations
 
@@ -292,7 +292,7 @@ METHOD = """\
 """
 
 
-# Per round, where the round-to-round range matters (issue 12: a fan-out figure that
+# Per round, where the round-to-round range matters (a fan-out figure that
 # moved between runs): scenario -> the metrics listed round by round.
 BY_ROUND = {"fanout": ("last_p50_ms", "last_p99_ms", "spread_p50_ms")}
 

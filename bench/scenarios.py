@@ -1,4 +1,4 @@
-"""The six scenarios of issue 5, and a seventh (burst). Each runs its rounds against one
+"""The seven scenarios (README, Benchmarks). Each runs its rounds against one
 contender.
 
 A scenario gets a factory for the contender and returns one dict of metrics per round.

@@ -52,7 +52,7 @@ def streams_end_on_exit_signal(hub: Hub) -> Iterator[None]:
         if callable(chained):
             chained(signum, frame)
             # uvicorn records the signal to re-raise it once it has stopped, so that the
-            # process dies of it; a stop that went well should exit 0 (issue 4), so the
+            # process dies of it; a stop that went well should exit 0 (docs/operations.md), so the
             # record goes.
             captured = getattr(getattr(chained, "__self__", None), "_captured_signals", None)
             if isinstance(captured, list) and signum in captured:

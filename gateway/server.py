@@ -7,7 +7,7 @@
 - ends a stream whose client left after pipelining a request behind it: uvicorn moves
   its current cycle to the pipelined request, and on a lost connection marks only that
   one disconnected, so the stream's ``receive()`` never returned and the stream, its
-  subscription and its memory stayed for ever (issue 10, item 1);
+  subscription and its memory stayed for ever;
 - bounds the request line and headers (``GATEWAY_MAX_HEADER_BYTES``: 431) and the time to
   receive them (``GATEWAY_HEADER_TIMEOUT_SECONDS``: 408, or a plain close when nothing
   came), where httptools accepts any size and uvicorn waits for ever (item 2);
@@ -18,7 +18,7 @@
   instead of two ``asyncio.Event``: their deques of waiters alone are about 1.5 KiB held
   by every open stream, and each wait looks up the running loop (a ``getpid()`` system
   call on Python 3.11), and a list for the queue of pipelined requests where uvicorn
-  makes a deque (another 0.6 KiB per connection; issue 12, docs/architecture.md);
+  makes a deque (another 0.6 KiB per connection; docs/architecture.md);
 - writes a response's head together with its first body, in one ``write()`` system
   call instead of two (``_HeadWithBody``): a stream's headers and opening frame, a JSON
   answer's headers and body;

@@ -9,7 +9,7 @@ Redis in one write.
 A read waits at most ``timeout`` seconds for its reply (and as long again when it has
 to connect first); a connection that let a read time out is closed and the next read
 opens a new one, so a Redis that stopped answering costs each request one bounded wait
-(503), never a hang (issue 4). Whatever goes wrong surfaces as BackendUnavailable.
+(503), never a hang (docs/operations.md). Whatever goes wrong surfaces as BackendUnavailable.
 """
 
 from __future__ import annotations

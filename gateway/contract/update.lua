@@ -464,13 +464,13 @@ else
 end
 redis.call('ZADD', index_key, seq, job_id)
 -- The active set lets a tenant-wide stream open with the jobs not yet ended without
--- reading every job the tenant has (issue 3).
+-- reading every job the tenant has.
 if op == 'delete' or TERMINAL[s.status] then
   redis.call('ZREM', active_key, job_id)
 else
   redis.call('ZADD', active_key, seq, job_id)
 end
--- Records that expired leave the index and the active set, a few per change (issue 10).
+-- Records that expired leave the index and the active set, a few per change.
 -- (A second early: a record's own expiry counts milliseconds, the scores whole seconds.)
 local expired = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', now - 1, 'LIMIT', 0, PRUNE_PER_CHANGE)
 for _, gone in ipairs(expired) do

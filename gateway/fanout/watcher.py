@@ -107,7 +107,7 @@ class Watcher(AsgiWriter):
         self._pump()
 
     def abort(self) -> None:
-        """Drop a client whose write waited too long (issue 4: the send timeout).
+        """Drop a client whose write waited too long (the send timeout).
 
         Its task ends, the server closes the connection, and the client resumes with
         Last-Event-ID: nothing is lost, and its memory is released now.

@@ -1,4 +1,4 @@
-"""The access log: one line per request, written when the request ends (issue 4).
+"""The access log: one line per request, written when the request ends (docs/operations.md, Logs).
 
 It reads what the request's context (gateway.web.context) noted, and negotiates nothing.
 Of the query, only the API's own parameters are written, and only with values of their

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line (issue 4).
+"""Structured logs: one JSON object per line (docs/operations.md, Logs).
 
 Every logger (the access log of gateway.observability.access, the backend's reconnects,
 uvicorn's errors) goes through the same formatter when ``gateway serve`` runs.

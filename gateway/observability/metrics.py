@@ -1,4 +1,5 @@
-"""Counters of the stream path, and ``/metrics`` in the Prometheus text format (issue 4).
+"""Counters of the stream path, and ``/metrics`` in the Prometheus text format
+(docs/operations.md, Metrics).
 
 The hot path only adds to plain integers on ``STATS``; a collector reads them when
 Prometheus scrapes, so that counting costs no lock and no call per write.

@@ -1,4 +1,4 @@
-"""Many jobs on one connection: the event stream of ``GET /v1/jobs`` (issue 3).
+"""Many jobs on one connection: the event stream of ``GET /v1/jobs`` (docs/api.md).
 
 Browsers open at most six HTTP/1.1 connections per origin, so a dashboard that follows
 twenty jobs needs them on one stream; a backend service wants all of its tenant's jobs on
@@ -67,7 +67,7 @@ async def _opening(
     """What the stream opens with: its snapshots (and the frame of named jobs that do not
     exist), or, for a tenant stream, the number of jobs it would have to send when that is
     more than GATEWAY_STREAM_OPEN_MAX_JOBS: a resume from long ago, or a tenant with that
-    many jobs not ended, must not make one request send the whole tenant (issue 10)."""
+    many jobs not ended, must not make one request send the whole tenant."""
     backend, most = services.backend, services.settings.stream_open_max_jobs
     epoch = position[0] if position is not None else None
     # A position past the tenant's last change is no position in its history.

@@ -1,4 +1,4 @@
-"""``rediss://`` means the same on every connection (issue 10, item 3).
+"""``rediss://`` means the same on every connection.
 
 A TLS Redis with a certificate of its own CA, as managed Redis services have: the URL's
 ``ssl_*`` options, read by redis-py's parser, must hold for the gateway's own reads and

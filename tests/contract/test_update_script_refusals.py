@@ -1,5 +1,5 @@
 """What the update script refuses, and that a refusal writes, bumps and publishes nothing
-(issue 10, items 4, 7, 10, 11 and 15): hostile or careless workers, any language."""
+hostile or careless workers, any language."""
 
 from __future__ import annotations
 

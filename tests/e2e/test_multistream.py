@@ -1,4 +1,4 @@
-"""Many jobs on one connection: ``GET /v1/jobs`` as an event stream (issue 3)."""
+"""Many jobs on one connection: ``GET /v1/jobs`` as an event stream."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``gateway watch`` as a subprocess against a live gateway (issue 3).
+"""``gateway watch`` as a subprocess against a live gateway.
 
 Each test waits for the watch's stream to be open (the gateway's own gauge), never for a
 fixed time, and checks exactly what it shows.

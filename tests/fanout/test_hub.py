@@ -367,7 +367,7 @@ async def test_a_live_message_before_the_resync_does_not_hide_what_the_outage_mi
     hub: Hub, backend: ScriptedBackend
 ) -> None:
     """The resync starts where the channel stood when it was lost, whatever arrived after
-    the restoration (a review of issue 9 found the start moved past the outage)."""
+    the restoration (a review found the start moved past the outage)."""
     backend.epochs["default"] = "epoch1"
     backend.records["a"] = record("a", 1, seq=1, status="queued")
     backend.index["a"] = 1

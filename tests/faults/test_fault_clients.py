@@ -1,4 +1,4 @@
-"""Faults on the client side (issue 4): a stopped client, connection churn, and a gateway
+"""Faults on the client side: a stopped client, connection churn, and a gateway
 stopped under 500 open streams. Nothing a client is promised may be lost."""
 
 from __future__ import annotations

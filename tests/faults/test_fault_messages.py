@@ -1,4 +1,4 @@
-"""A silent pub/sub connection, and malformed messages on gateway channels (issue 4)."""
+"""A silent pub/sub connection, and malformed messages on gateway channels."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Faults on the Redis side (issue 4): a crash and restart, killed pub/sub connections,
+"""Faults on the Redis side: a crash and restart, killed pub/sub connections,
 data loss, and two workers racing. Nothing a client is promised may be lost."""
 
 from __future__ import annotations

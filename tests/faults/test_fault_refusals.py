@@ -1,4 +1,4 @@
-"""Redis refuses what the gateway asks (issue 9): back off, say why once, recover."""
+"""Redis refuses what the gateway asks: back off, say why once, recover."""
 
 from __future__ import annotations
 

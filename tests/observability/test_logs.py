@@ -1,4 +1,4 @@
-"""Structured access logs: JSON lines, request ids, secrets redacted (issue 4)."""
+"""Structured access logs: JSON lines, request ids, secrets redacted."""
 
 from __future__ import annotations
 
