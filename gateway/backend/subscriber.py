@@ -33,6 +33,9 @@ _BATCH = 1000
 _WRITES_PER_TURN = 5000
 # Reconnect backoff: doubling from the first to the last, with jitter.
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.05, 5.0
+# A Redis that stays unreachable is said once per backoff step; once the step stops
+# growing, again only this often (with the count of attempts), not at every attempt.
+_REPEAT_SECONDS = 60.0
 
 
 async def _sleep(backoff: float) -> None:
@@ -100,6 +103,7 @@ class Subscriber:
 
     async def _connection_loop(self, listener: Listener) -> None:
         backoff = _FIRST_BACKOFF
+        failures, said, said_at = 0, ("", 0.0), 0.0
         while True:
             try:
                 with anyio.fail_after(self._connect_timeout):
@@ -107,11 +111,20 @@ class Subscriber:
                         self._url, self._on_reply, name=f"gateway-hub-{os.getpid()}",
                         on_read=self._on_read)
             except (OSError, TimeoutError, ConnectionError) as exc:
-                log.warning("pub/sub connection to Redis failed: %s; retrying in %.2fs",
-                            exc, backoff)
+                failures += 1
+                now = asyncio.get_running_loop().time()
+                if (str(exc), backoff) != said:
+                    log.warning("pub/sub connection to Redis failed: %s; retrying in %.2fs",
+                                exc, backoff)
+                    said, said_at = (str(exc), backoff), now
+                elif now - said_at >= _REPEAT_SECONDS:
+                    log.warning("pub/sub connection to Redis still failing after %d attempts: "
+                                "%s; retrying every %.2fs", failures, exc, backoff)
+                    said_at = now
                 await _sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
+            failures, said = 0, ("", 0.0)
             self._conn, self._healthy, self._refusal = conn, False, None
             self._inflight.clear()
             self._send(b"SUBSCRIBE", [self._probe_channel, *self.channels])
