@@ -172,3 +172,21 @@ def test_a_page_streams_with_a_token_in_a_cookie(
     page.context.clear_cookies()
     assert gateway.terminate() == 0
     assert token not in gateway.output()
+
+
+def test_the_api_reference_page_renders_every_operation_from_the_gateway_alone(
+    gateway, page: Page
+) -> None:
+    requested: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" else None)
+    page.goto(f"{gateway.url}/docs")
+    operations = httpx.get(f"{gateway.url}/openapi.json", timeout=5).json()["paths"]
+    count = sum(len(item) for item in operations.values())
+    wait_for(page, f"document.querySelectorAll('.opblock').length === {count}")
+    assert page.locator(".info .title").inner_text().startswith("Job status gateway")
+    assert errors == []
+    assert requested and all(url.startswith(gateway.url) for url in requested), requested
