@@ -1,6 +1,6 @@
-"""The least-privilege ACL the README documents is enough (issue 10, item 9).
+"""The least-privilege ACL that docs/operations.md documents (Redis permissions) is enough.
 
-The two ACL lines are read from the README itself, so the documentation and what is
+The two ACL lines are read from that page itself, so the documentation and what is
 tested cannot drift apart.
 """
 
@@ -20,11 +20,11 @@ from gateway.auth import apikeys
 from gateway.auth.principal import Scope
 from gateway.worker import SyncWorker
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 def documented_acl() -> dict[str, list[str]]:
-    lines = re.findall(r"^ACL SETUSER (\w+) (.+)$", README.read_text(), re.M)
+    lines = re.findall(r"^ACL SETUSER (\w+) (.+)$", OPERATIONS.read_text(), re.M)
     assert {user for user, _ in lines} == {"gateway", "worker"}, lines
     return {user: rules.replace(">change-me", ">pw-" + user).split() for user, rules in lines}
 
@@ -46,7 +46,7 @@ def test_a_gateway_and_a_worker_work_under_the_documented_acl(
     def url(user: str) -> str:
         return redis_url.replace("redis://", f"redis://{user}:{acl_users[user]}@")
 
-    # With auth on (README, Auth): the gateway reads the keys, makes the token secret and
+    # With auth on (docs/api.md, Auth): the gateway reads the keys, makes the token secret and
     # writes when keys were used, under the same line.
     key, _ = apikeys.create(r, "default", Scope.WRITE)
     gateway = start_gateway(url("gateway"), GATEWAY_PROBE_SECONDS="0.2")
