@@ -8,7 +8,7 @@ class GatewayError(Exception):
 
 
 class BackendUnavailable(GatewayError):
-    """Redis did not answer in time; a request gets 503 (README, HTTP API)."""
+    """Redis did not answer in time; a request gets 503 (docs/api.md)."""
 
 
 class ChangeRefused(GatewayError):

@@ -1,7 +1,7 @@
 """The one Settings object, built from the environment and checked at start-up.
 
-A bad value stops the process with a message that names the variable (README,
-Settings). Every variable, its default and its meaning is listed in the README.
+A bad value stops the process with a message that names the variable (docs/operations.md,
+Settings). Every variable, its default and its meaning is listed there.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ class Settings:
     redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    heartbeat_seconds: float = 15.0  # README, Event streams: comment heartbeats every 15 s
+    heartbeat_seconds: float = 15.0  # docs/api.md, Event streams: comment heartbeats every 15 s
     retry_ms: int = 3000  # the `retry:` field every stream opens with
     redis_timeout_seconds: float = 2.0  # bounds every Redis command of a request
     redis_connections: int = 100  # request connections to Redis; more requests queue
     subscribe_timeout_seconds: float = 5.0  # bounds the wait for a SUBSCRIBE confirmation
     send_timeout_seconds: float = 30.0  # a client that takes no data this long is dropped
     probe_seconds: float = 10.0  # how often the hub checks that its pub/sub still delivers
-    # README, The job snapshot: the record after the job ended, the output after completion,
+    # docs/api.md, The job snapshot: the record after the job ended, the output after completion,
     # and a job not ended after its last change (the worker library's defaults too).
     retention_seconds: int = _LIFETIMES.retention_seconds
     output_ttl_seconds: int = _LIFETIMES.output_ttl_seconds
@@ -57,7 +57,7 @@ class Settings:
     stream_open_max_jobs: int = 1000
     header_timeout_seconds: float = 10.0
     keepalive_seconds: int = 75
-    # README, Auth: serve without a key on a public address (never the default), the
+    # docs/api.md, Auth: serve without a key on a public address (never the default), the
     # secret that signs browser tokens (else one made once in Redis), the browser origins
     # allowed to call the API, and the bounds of streams.
     insecure: bool = False

@@ -1,6 +1,6 @@
 """Deadlines on the hot paths: a timer on a future instead of a cancel scope.
 
-Every request read and every stream's subscription wait is bounded (README, Settings).
+Every request read and every stream's subscription wait is bounded (docs/operations.md, Settings).
 ``anyio.fail_after`` and ``asyncio.timeout`` find the current task to cancel it, and on
 Python 3.11 each lookup of the running loop behind that is a ``getpid()`` system call
 (asyncio checks that the loop was not inherited across a fork). On the paths that run

@@ -1,5 +1,4 @@
-"""The worker library: how conversion workers report a job's life (README, The worker
-library).
+"""The worker library: how conversion workers report a job's life (docs/workers.md).
 
 Two flavours with the same methods: ``Worker`` for asyncio code (every method returns an
 awaitable) and ``SyncWorker`` for plain code. Every method runs the update script once

@@ -1,4 +1,4 @@
-"""Settings from the environment, checked at start-up (README, Settings)."""
+"""Settings from the environment, checked at start-up (docs/operations.md, Settings)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Who is asking: API keys, browser tokens, and the per-process keyring (README, Auth)."""
+"""Who is asking: API keys, browser tokens, and the per-process keyring (docs/api.md, Auth)."""

@@ -1,4 +1,4 @@
-"""API keys: their shape, their hash, and their records in Redis (README, Auth).
+"""API keys: their shape, their hash, and their records in Redis (docs/api.md, Auth).
 
 A key is ``gwk_<key id>_<secret>``: the id (12 hex digits) finds the record, the secret
 (32 random bytes) proves the caller holds the key. Redis keeps the SHA-256 of the whole
@@ -117,7 +117,7 @@ def last_used(client: redis.Redis) -> dict[str, str]:
 
 
 def revoke(client: redis.Redis, key_id: str) -> KeyRecord | None:
-    """Mark a key revoked (its record stays, so the gateway stays closed: README, Auth);
+    """Mark a key revoked (its record stays, so the gateway stays closed: docs/api.md, Auth);
     None when there is no such key. Revoking a revoked key changes nothing."""
     raw = client.hget(keys.api_keys_key(), key_id)
     if raw is None:

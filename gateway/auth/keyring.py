@@ -3,7 +3,7 @@
 Verifying a credential is a lookup here, never a Redis round trip. Every
 ``REFRESH_SECONDS`` the keyring asks Redis for the keys' version (one GET) and reloads the
 keys when it moved, so a key created or revoked anywhere counts on every process within a
-second or two (README, Auth promises 5 s). A revoked key's open streams, and those of the
+second or two (docs/api.md, API keys, promises 5 s). A revoked key's open streams, and those of the
 tokens it minted, are ended then; so are the streams served without auth once the first
 key exists.
 
@@ -222,7 +222,8 @@ class Keyring:
         log.warning(
             "NO AUTH: no API key exists, so every /v1 request is served, as the tenant "
             "'default', to anyone who can reach %s%s. Create a key to turn auth on (no "
-            "restart needed): REDIS_URL=... gateway keys create --tenant NAME --scope write",
+            "restart needed): REDIS_URL=... .venv/bin/gateway keys create --tenant NAME "
+            "--scope write",
             self._host, " (--insecure)" if self._insecure else "")
 
     def _live(self, key_id: str) -> KeyRecord | None:
@@ -307,7 +308,7 @@ class Keyring:
             local = self._servers[server_host] = is_loopback(server_host)
         if not local:
             raise Unauthenticated("no API key exists, and this gateway was reached on a "
-                                  "public address: create a key (README, Auth)")
+                                  "public address: create a key (docs/api.md, Auth)")
 
     # -- last use -----------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ class Principal:
     tenant: str
     scope: Scope
     # The API key the credential is, or that minted the token: what a revocation ends.
-    # OPEN for a request served without auth (no key exists yet, README, Auth).
+    # OPEN for a request served without auth (no key exists yet, docs/api.md, Auth).
     key_id: str
     kind: str  # "key", "token" or "open"
     job_ids: frozenset[str] | None = None  # a token limited to these jobs

@@ -1,4 +1,4 @@
-"""Short-lived signed tokens for browsers (README, Auth): ``EventSource`` sends no headers,
+"""Short-lived signed tokens for browsers (docs/api.md, Auth): ``EventSource`` sends no headers,
 so a page streams with a token in ``?access_token=`` or a cookie instead of a key.
 
 A token is a JWT signed with HMAC-SHA256 (PyJWT): it carries the tenant, the scope, the

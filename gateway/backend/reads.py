@@ -83,7 +83,7 @@ class Reads:
         text = str(refusal)
         if text != self._reported:
             self._reported = text
-            hint = (" The Redis user needs every command of the README's \"Redis "
+            hint = (" The Redis user needs every command of docs/operations.md's \"Redis "
                     "permissions\" line." if "NOPERM" in text else "")
             log.error("Redis refused a read: %s.%s Requests that need it answer 503.",
                       text, hint)

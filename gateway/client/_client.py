@@ -58,7 +58,7 @@ class ErrorInfo:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A job snapshot (README, The job snapshot)."""
+    """A job snapshot (docs/api.md, The job snapshot)."""
 
     job_id: str
     status: str
@@ -270,7 +270,7 @@ _BROKEN = (httpx.TransportError,)
 
 
 def _auth(api_key: str | None) -> dict[str, str]:
-    """``api_key``: an API key or a token (README, Auth), sent on every request."""
+    """``api_key``: an API key or a token (docs/api.md, Auth), sent on every request."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 

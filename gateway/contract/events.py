@@ -1,4 +1,4 @@
-"""Event ids and channel messages (README: Event streams; Workers in other languages).
+"""Event ids and channel messages (docs/api.md, Event streams; docs/workers.md).
 
 A message published by the update script is parsed once, and its frame built once; the
 same bytes go to every watcher. Every event a stream sends is a Message made here: parsed
@@ -16,7 +16,7 @@ from starlette.types import Message as AsgiMessage
 from gateway.contract import frames
 from gateway.contract.record import TERMINAL, Record, Status, status_of
 
-# README, Event streams: `<epoch>-<seq>`, epoch of 6-16 characters [a-z0-9].
+# docs/api.md, Event streams: `<epoch>-<seq>`, epoch of 6-16 characters [a-z0-9].
 _EVENT_ID = re.compile(r"([a-z0-9]{6,16})-([0-9]{1,19})")
 # A channel message's header line, as update.lua writes it: event id, event, version,
 # status, publish time (microseconds), job id.
@@ -118,7 +118,7 @@ class Message:
 
         Published by the update script, it carries the deletion's version; found later
         from the tenant index (a resume, a resync), the version is gone with the record
-        and the data says null (README, Event streams). Streams order it by its seq.
+        and the data says null (docs/api.md, Event streams). Streams order it by its seq.
         """
         data = json.dumps({"job_id": job_id, "version": version},
                           separators=(",", ":")).encode()

@@ -1,4 +1,4 @@
-"""The bytes of an event stream, and the ASGI messages that carry them (README, Event streams).
+"""The bytes of an event stream, and the ASGI messages that carry them (docs/api.md, Event streams).
 
 Everything a stream writes is built here: its headers, the ``retry:`` field, event
 frames, the ``unknown`` report, heartbeats. The encoding is sse-starlette's

@@ -1,4 +1,4 @@
-"""Redis key and channel names: built here and nowhere else (README, Workers in other languages).
+"""Redis key and channel names: built here and nowhere else (docs/workers.md, Other languages).
 
 Every key of a tenant carries the tenant in a hash tag, ``{T}``, so that the update script
 can touch all of them atomically, also on Redis Cluster. A job's channel has the same
@@ -11,7 +11,7 @@ import re
 
 DEFAULT_TENANT = "default"
 
-# README, The job snapshot: 1-128 characters of [A-Za-z0-9_-]; checked before any Redis command
+# docs/api.md, The job snapshot: 1-128 characters of [A-Za-z0-9_-]; checked before any Redis command
 # so that user input never reaches a key pattern or a pattern subscription.
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -21,7 +21,7 @@ def valid_job_id(job_id: str) -> bool:
 
 
 # A tenant names every key and channel of its jobs inside a hash tag, so it can hold no
-# brace; it comes from a credential (README, Auth) or a worker's own setting, never from
+# brace; it comes from a credential (docs/api.md, Auth) or a worker's own setting, never from
 # a request. Lower case, so that "Acme" and "acme" are never two tenants by accident.
 _TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -114,7 +114,7 @@ def script_keys(tenant: str, job_id: str) -> list[str]:
             active_key(tenant), expiry_key(tenant)]
 
 
-# -- API keys and the token secret (README, Auth): one hash tag of their own, which no
+# -- API keys and the token secret (docs/api.md, Auth): one hash tag of their own, which no
 # tenant can have (a tenant starts with a letter or digit), so that they share one slot
 # on Redis Cluster and are never a tenant's key.
 _AUTH = "gw:{_auth}:"

@@ -1,4 +1,4 @@
-"""A job as the update script stores it (README: The job snapshot; Workers in other languages)."""
+"""A job as the update script stores it (docs/api.md, The job snapshot; docs/workers.md)."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ class Record:
 
     def catch_up_event(self, seen_seq: int) -> str:
         """The event that brings a client who saw this job at ``seen_seq`` up to date
-        (README, Event streams): ``status`` when the status moved since, else ``progress``."""
+        (docs/api.md, Event streams): ``status`` when the status moved since, else ``progress``."""
         return "status" if self.status_seq > seen_seq else "progress"
 
     def output_expired(self, now: float) -> bool:
@@ -110,7 +110,7 @@ class Record:
         return etag(f"{self.epoch}-{self.seq}", expired=self.output_expired(now))
 
     def body(self, now: float | None = None) -> bytes:
-        """The snapshot as served: ``output`` reads null once it expired (README, The job
+        """The snapshot as served: ``output`` reads null once it expired (docs/api.md, The job
         snapshot)."""
         if self.output_expired(time.time() if now is None else now):
             try:

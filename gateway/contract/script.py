@@ -36,7 +36,7 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Lifetimes:
-    """How long a job's record and its output live (README, The job snapshot)."""
+    """How long a job's record and its output live (docs/api.md, The job snapshot)."""
 
     retention_seconds: int = 24 * 3600  # the record, after the job ended
     output_ttl_seconds: int = 3600  # the output, after completion

@@ -1,4 +1,4 @@
--- The one atomic step behind every change of a job (README, Workers in other languages).
+-- The one atomic step behind every change of a job (docs/workers.md, Other languages).
 --
 -- Any worker, in any language, runs it with EVALSHA:
 --   KEYS (6, all of one tenant T): gw:{T}:job:<id> (hash), gw:{T}:index (zset),
@@ -25,7 +25,7 @@
 -- 4096 and an absolute http(s) URL; numbers finite; counts whole numbers from 0 to 2^53;
 -- metrics at most 32, names up to 64 characters; the whole snapshot at most 64 KiB.
 --
--- The job hash holds `snapshot` (the JSON document of README, The job snapshot, fields in a
+-- The job hash holds `snapshot` (the JSON document of docs/api.md, The job snapshot, fields in a
 -- fixed order), and beside it what the gateway needs without parsing JSON: version,
 -- seq (the tenant seq of the job's last change), epoch, status, status_seq (the seq of
 -- its last status change) and output_expires (unix seconds).
@@ -232,7 +232,7 @@ end
 
 -- -- the transition -------------------------------------------------------------------
 
--- Time comes from the Redis server so that every writer agrees (README, The job snapshot).
+-- Time comes from the Redis server so that every writer agrees (docs/api.md, The job snapshot).
 local clock = redis.call('TIME')
 local now = tonumber(clock[1])
 
@@ -433,7 +433,7 @@ end
 -- -- the writes: nothing above has written anything ------------------------------------
 
 -- Bump the tenant counter; a fresh counter gets a fresh epoch, so that a Redis that lost
--- its data is never mistaken for the old one (README, Event streams).
+-- its data is never mistaken for the old one (docs/api.md, Event streams).
 local seq = redis.call('INCR', seq_key)
 local epoch = redis.call('GET', epoch_key)
 if not epoch or seq == 1 then

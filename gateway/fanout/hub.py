@@ -214,7 +214,7 @@ class Hub:
 
     def on_messages(self, batch: list[tuple[bytes, bytes]]) -> int:
         """Fan out the messages of one read: of several messages of one job on a channel,
-        only the newest (a burst: intermediate progress may be skipped, README,
+        only the newest (a burst: intermediate progress may be skipped, docs/api.md,
         Event streams, and a watcher labels it `status` when the status moved since it last
         wrote). Returns the writes made."""
         if len(batch) == 1:

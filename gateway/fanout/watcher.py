@@ -2,7 +2,7 @@
 
 The hub hands every message of a watched channel to ``deliver``, straight from the
 pub/sub connection's ``data_received``; the watcher decides whether the client needs it
-(versions a client sees only go up, README, Event streams) and writes its pre-encoded frame
+(versions a client sees only go up, docs/api.md, Event streams) and writes its pre-encoded frame
 through the hand-driven ASGI writer (gateway.fanout.writer). While a write waits for a
 slow client, newer messages of the same job replace older ones (conflation), so a slow
 client holds at most one pending message per job.
@@ -82,7 +82,7 @@ class Watcher(AsgiWriter):
 
         Per job the newer of the two wins (a job the client has not seen yet is labelled
         ``snapshot`` either way); then everything goes out in seq order, so that the id a
-        client last saw is always a position it can resume from (README, Event streams).
+        client last saw is always a position it can resume from (docs/api.md, Event streams).
         """
         for message in messages:
             self._epoch = message.epoch
@@ -133,7 +133,7 @@ class Watcher(AsgiWriter):
             return
         if message.epoch != self._epoch:
             if self._epoch:
-                # Redis lost its data (README, Event streams): versions start again, which a
+                # Redis lost its data (docs/api.md, Event streams): versions start again, which a
                 # client must never see on one connection. It reconnects with its last id,
                 # which is now foreign, and gets fresh snapshots.
                 self.finish()
@@ -146,7 +146,7 @@ class Watcher(AsgiWriter):
             if self._ended and self._ended.get(message.job_id, -1) >= message.seq:
                 return  # the client saw this job end; this is older news
         elif message.seq <= last[0]:
-            return  # already sent: versions a client sees only go up (README, Event streams)
+            return  # already sent: versions a client sees only go up (docs/api.md, Event streams)
         if self._busy:
             waiting = self._pending.pop(message.job_id, None)
             if waiting is not None:

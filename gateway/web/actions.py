@@ -1,4 +1,4 @@
-"""What users do to a job besides reading it: cancel, delete, download (README, HTTP API).
+"""What users do to a job besides reading it: cancel, delete, download (docs/api.md).
 
 Cancel and delete run the update script like any worker change, so their watchers see
 them at once (a ``status`` or ``deleted`` event) and the transition rules stay in one

@@ -1,6 +1,6 @@
 """CORS: which browser origins may call the API, and the headers that tell them so.
 
-``GATEWAY_CORS_ORIGINS`` names them (README, Auth). For a listed origin, every answer, the
+``GATEWAY_CORS_ORIGINS`` names them (docs/api.md, Auth). For a listed origin, every answer, the
 event streams included, carries ``Access-Control-Allow-Origin: <origin>``,
 ``Access-Control-Allow-Credentials: true`` and ``Vary: Origin``, and a preflight
 ``OPTIONS`` is answered; for any other origin no CORS header at all. The headers are

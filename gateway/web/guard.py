@@ -1,4 +1,4 @@
-"""What the front checks of every request before its endpoint runs (README, Auth).
+"""What the front checks of every request before its endpoint runs (docs/api.md, Auth).
 
 In this order: the CORS headers its answer will carry, ``OPTIONS`` (answered here, since
 a browser's preflight comes without credentials), a declared body over the limit (413

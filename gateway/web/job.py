@@ -1,4 +1,4 @@
-"""``GET /v1/jobs/{id}``: one job, as a JSON snapshot or an event stream (README, HTTP API)."""
+"""``GET /v1/jobs/{id}``: one job, as a JSON snapshot or an event stream (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from gateway.web.negotiation import Representation
 from gateway.web.services import Services
 from gateway.web.types import Reply
 
-# README, HTTP API: the polite polling interval of a job that is not done.
+# docs/api.md: the polite polling interval of a job that is not done.
 POLL_INTERVAL_SECONDS = 2
 
 

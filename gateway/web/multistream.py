@@ -2,7 +2,7 @@
 
 Browsers open at most six HTTP/1.1 connections per origin, so a dashboard that follows
 twenty jobs needs them on one stream; a backend service wants all of its tenant's jobs on
-one. README, Event streams: the stream opens with the snapshots of the named jobs (or of the
+one. docs/api.md, Event streams: the stream opens with the snapshots of the named jobs (or of the
 tenant's jobs that have not ended), stays open after jobs end, and resumes from an event
 id by sending again, as snapshots, exactly the jobs that changed after it.
 """

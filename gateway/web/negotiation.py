@@ -1,4 +1,4 @@
-"""Content negotiation on ``Accept`` (README, HTTP API).
+"""Content negotiation on ``Accept`` (docs/api.md).
 
 JSON for ``application/json``, ``application/*``, ``*/*`` or no header; the event stream
 for ``text/event-stream``. Each type takes the q-value of the most specific range that

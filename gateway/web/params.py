@@ -1,7 +1,7 @@
 """Request parameters, checked: the job id rule, numbers in range, resume positions.
 
 Every job id a request names passes ``keys.valid_job_id`` here before any Redis command
-(README, The job snapshot), and the credential's job list where it has one (a 404 for any
+(docs/api.md, The job snapshot), and the credential's job list where it has one (a 404 for any
 other job, as for one that does not exist); a bad parameter is a 400 that names it.
 """
 
@@ -17,7 +17,7 @@ from gateway.contract.events import EventId
 from gateway.web import problems
 from gateway.web.context import Context
 
-# README, HTTP API: the longest a long-poll (Prefer: wait=N) is held.
+# docs/api.md: the longest a long-poll (Prefer: wait=N) is held.
 MAX_WAIT_SECONDS = 60
 
 

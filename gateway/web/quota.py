@@ -2,7 +2,7 @@
 
 One tenant's clients, or one runaway page, cannot take a process's every connection and
 file descriptor from the others: past the limit a new stream gets 429 with
-``Retry-After``, and the streams already open are untouched (README, Auth).
+``Retry-After``, and the streams already open are untouched (docs/api.md, Auth).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def routes(services: Services) -> list[Route]:
         Route("/v1/jobs/{job_id}/cancel", Resource(post=act.cancel)),
         Route("/v1/jobs/{job_id}/download", Resource(get=act.download)),
         Route("/v1/tokens", Resource(post=minted.create)),
-        # Open, whatever the keys: README, Auth says to keep /metrics on an internal port.
+        # Open, whatever the keys (docs/operations.md, Metrics: keep /metrics internal).
         Route("/healthz", Resource(get=own.healthz, protected=False)),
         Route("/readyz", Resource(get=own.readyz, protected=False)),
         Route("/metrics", Resource(get=own.metrics, protected=False)),

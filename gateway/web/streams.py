@@ -1,4 +1,4 @@
-"""The event stream of ``GET /v1/jobs/{id}`` (README, Event streams), on the lean path.
+"""The event stream of ``GET /v1/jobs/{id}`` (docs/api.md, Event streams), on the lean path.
 
 The stream is a plain ASGI exchange: no task group, no disconnect listener, no per-stream
 heartbeat task (docs/architecture.md). Its one task writes the opening frames, hands the
@@ -33,7 +33,7 @@ async def head(context: Context, send: Send, status: int = 200) -> None:
 def opening_event(record: Record, last: EventId | None) -> str | None:
     """What a (re)connecting client gets first: an event name, or None when up to date.
 
-    README, Event streams: an id from another epoch, or none, gets a fresh ``snapshot``; an id
+    docs/api.md, Event streams: an id from another epoch, or none, gets a fresh ``snapshot``; an id
     of this epoch that is behind gets the current snapshot as ``status`` when the status
     moved since then and as ``progress`` otherwise; an id at the job's last change gets
     nothing until the next change. An id past it cannot be a position in this job's

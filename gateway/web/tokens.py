@@ -1,4 +1,4 @@
-"""``POST /v1/tokens``: a short-lived token for a browser page (README, Auth).
+"""``POST /v1/tokens``: a short-lived token for a browser page (docs/api.md, Auth).
 
 A page cannot send headers with ``EventSource``, and must not hold a long-lived key: its
 server mints it a token with a write key, for the page's tenant, perhaps limited to some

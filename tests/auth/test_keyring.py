@@ -1,5 +1,5 @@
 """The keyring against a real Valkey: keys load once, verify without Redis, and a change
-anywhere reaches it with the next refresh (README, Auth)."""
+anywhere reaches it with the next refresh (docs/api.md, Auth)."""
 
 from __future__ import annotations
 

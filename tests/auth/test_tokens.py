@@ -1,4 +1,4 @@
-"""Browser tokens: what they carry, and what makes one worthless (README, Auth)."""
+"""Browser tokens: what they carry, and what makes one worthless (docs/api.md, Auth)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Key and channel names, and the job id rule (README: The job snapshot; Workers in other
+"""Key and channel names, and the job id rule (docs/api.md, The job snapshot; docs/workers.md, Other
 languages)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The update script's rules (README: The job snapshot; Workers in other languages),
+"""The update script's rules (docs/api.md, The job snapshot; docs/workers.md),
 through the sync worker."""
 
 from __future__ import annotations

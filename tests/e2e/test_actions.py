@@ -1,4 +1,4 @@
-"""Cancel, delete, download and long-poll (README, HTTP API)."""
+"""Cancel, delete, download and long-poll (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""API keys, tokens and tenants against a real gateway and Redis (README, Auth).
+"""API keys, tokens and tenants against a real gateway and Redis (docs/api.md, Auth).
 
 Every /v1 route is asked with every kind of credential, and must answer with the status
 and error code that credential gets; two tenants share one gateway and one Redis and

@@ -1,6 +1,6 @@
 """A real browser's EventSource against the gateway: Debian's chromium, driven by Playwright.
 
-The browser is the client the event stream is for (README, Event streams): named events,
+The browser is the client the event stream is for (docs/api.md, Event streams): named events,
 `Last-Event-ID` on reconnect, and 204 to stop it for good.
 """
 
@@ -132,7 +132,7 @@ def _follow_to_the_end(page: Page, worker: SyncWorker, job_id: str) -> list[dict
 def test_a_page_on_another_origin_streams_with_a_token_in_the_url(
     start_gateway, redis_url: str, r: redis.Redis, page: Page
 ) -> None:
-    """README, Auth: a page's server mints a short-lived token; the page, on another origin,
+    """docs/api.md, Auth: a page's server mints a short-lived token; the page, on another origin,
     streams with it in ``?access_token=``; no key is in any URL or log."""
     port = free_port()
     page_origin = f"http://localhost:{port}"  # another origin than 127.0.0.1:port

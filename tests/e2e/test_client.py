@@ -186,7 +186,7 @@ async def test_follow_many_passes_a_reset_on(start_gateway, worker: SyncWorker) 
 
 
 async def test_an_api_key_is_sent_and_a_refusal_raises(start_gateway, redis_url: str) -> None:
-    """README, Auth: ``api_key=`` takes a key or a token; 401 raises, never retried."""
+    """docs/api.md, Auth: ``api_key=`` takes a key or a token; 401 raises, never retried."""
     import redis
 
     from gateway.auth import apikeys

@@ -1,4 +1,4 @@
-"""CORS (README, Auth): a listed origin gets its headers on JSON, errors and streams, and
+"""CORS (docs/api.md, Auth): a listed origin gets its headers on JSON, errors and streams, and
 its preflights answered; any other origin gets no CORS header at all."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``GET /v1/jobs/{id}`` as JSON, ``POST /v1/jobs``, errors and health (README, HTTP API)."""
+"""``GET /v1/jobs/{id}`` as JSON, ``POST /v1/jobs``, errors and health (docs/api.md)."""
 
 from __future__ import annotations
 

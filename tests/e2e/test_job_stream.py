@@ -1,4 +1,4 @@
-"""``GET /v1/jobs/{id}`` as an event stream (README, Event streams), against real uvicorn."""
+"""``GET /v1/jobs/{id}`` as an event stream (docs/api.md, Event streams), against real uvicorn."""
 
 from __future__ import annotations
 

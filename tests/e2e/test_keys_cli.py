@@ -1,5 +1,5 @@
 """``gateway keys``, the start-up refusal on a public address, and the body limit
-(README, Auth)."""
+(docs/api.md, Auth)."""
 
 from __future__ import annotations
 

@@ -408,7 +408,7 @@ async def test_a_resync_of_a_connection_lost_again_dispatches_nothing_more(
 async def test_a_multi_job_stream_keeps_watching_a_named_job_that_is_not_there(
     hub: Hub, backend: ScriptedBackend
 ) -> None:
-    """README, Event streams: named jobs that do not exist stay watched, outages included."""
+    """docs/api.md, Event streams: named jobs that do not exist stay watched, outages included."""
     ghost = keys.job_channel("default", "ghost").encode()
     backend.epochs["default"] = "epoch1"
     backend.records["a"] = record("a", 1, seq=1)

@@ -148,7 +148,7 @@ async def test_flushall_mid_stream_starts_a_new_epoch(start_gateway) -> None:
             reconnect(r)  # ACL users outlive FLUSHALL: only the data went
 
         # A tenant-wide stream that meets a new epoch opens afresh with the jobs not
-        # ended (README, Event streams: a fresh snapshot is a gap its client can see); the
+        # ended (docs/api.md, Event streams: a fresh snapshot is a gap its client can see); the
         # jobs that ended while it was away are in the JSON list. So it is not watched
         # here: the named streams must reach every end through the resync.
         watching = await _scenario(start_gateway, server, lose_everything, tenant=False)

@@ -1,4 +1,4 @@
-"""Accept negotiation (README, HTTP API), as a function."""
+"""Accept negotiation (docs/api.md), as a function."""
 
 from __future__ import annotations
 
