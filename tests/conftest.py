@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -46,6 +46,19 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
 def r(redis_url: str) -> Iterator[redis.Redis]:
     with redis.Redis.from_url(redis_url) as client:
         yield client
+
+
+def wait_ready(url: str, timeout: float = 20.0, *, why: Callable[[], str] = str) -> None:
+    """Until ``url``/readyz answers 200 (``why()`` says what went wrong if it never does)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, why() or f"{url} did not become ready"
+        time.sleep(0.05)
 
 
 class GatewayProcess:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
-from conftest import GatewayProcess
+from conftest import GatewayProcess, wait_ready
 
 from gateway.embedded import free_port
 
@@ -119,15 +119,7 @@ def test_ctrl_c_stops_the_gateway_before_its_embedded_server(tmp_path) -> None:
             env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        wait_ready(f"http://127.0.0.1:{port}", why=log.read_text)
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(15) == 0, log.read_text()
     finally:

@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from conftest import GatewayProcess
+from conftest import GatewayProcess, wait_ready
 
 
 def _port_open(port: int) -> bool:
@@ -109,15 +109,7 @@ def test_plain_uvicorn_stops_streams_and_exits_0(redis_url: str, workers: int | 
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.1)
+        wait_ready(url)
         assert _job(redis_url, "create", "plain").returncode == 0
         with httpx.Client(timeout=10) as client, client.stream(
             "GET", f"{url}/v1/jobs/plain", headers={"Accept": "text/event-stream"}
