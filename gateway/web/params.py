@@ -33,13 +33,14 @@ def job_id(request: Request, context: Context) -> str:
 def job_ids(request: Request, context: Context, *, most: int) -> list[str]:
     """The ``job_id`` query parameters, in order and once each (at most ``most``). A
     credential limited to some jobs must name them: it cannot see the whole tenant."""
-    ids = list(dict.fromkeys(request.query_params.getlist("job_id")))
+    given = request.query_params.getlist("job_id")
+    if len(given) > most:  # counted as sent: a repeated id counts each time
+        raise problems.invalid_parameter(
+            f"at most {most} job_id parameters on one request ({len(given)} given)")
+    ids = list(dict.fromkeys(given))
     for value in ids:
         if not keys.valid_job_id(value):
             raise problems.invalid_job_id(value)
-    if len(ids) > most:
-        raise problems.invalid_parameter(
-            f"at most {most} job_id parameters on one request ({len(ids)} given)")
     for value in ids:
         context.sees(value)
     if not ids and context.principal is not None and context.principal.job_ids is not None:
@@ -88,8 +89,8 @@ def _exact_int(text: str) -> int:
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
-    """A body that must be a JSON object (or empty: an empty object)."""
-    if not raw.strip():
+    """A body that must be a JSON object (or no body at all: an empty object)."""
+    if not raw:
         return {}
     try:
         value = json.loads(raw, parse_int=_exact_int)

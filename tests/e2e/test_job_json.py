@@ -191,6 +191,7 @@ def test_create_job_without_id_makes_one(gateway) -> None:
     (b'{"job_id": "no way"}', "request.invalid_job_id"),
     (b'{"conversion": {"format": "x"}}', "request.invalid_parameter"),
     (b'{"conversion": "pdf"}', "request.invalid_parameter"),
+    (b"\n\n", "request.invalid_parameter"),  # whitespace is not JSON; no body at all is {}
 ])
 def test_create_job_rejects_bad_bodies(gateway, body: bytes, code: str) -> None:
     response = httpx.post(f"{gateway.url}/v1/jobs", content=body,
@@ -217,6 +218,17 @@ def test_hostile_bodies_are_400_and_bump_nothing(gateway, r: redis.Redis, body: 
     assert response.status_code == 400, response.text
     assert response.json()["error"] == code
     assert r.get("gw:{default}:seq") == seq
+
+
+def test_more_than_100_job_ids_is_400_even_when_they_repeat(gateway) -> None:
+    query = "&".join(["job_id=same"] * 101)
+    response = httpx.get(f"{gateway.url}/v1/jobs?{query}", timeout=10)
+    assert response.status_code == 400
+    assert response.json() == {"error": "request.invalid_parameter",
+                               "detail": "at most 100 job_id parameters on one request "
+                                         "(101 given)"}
+    assert httpx.get(f"{gateway.url}/v1/jobs?{query.partition('&')[2]}",
+                     timeout=10).status_code == 200
 
 
 def test_a_body_over_the_limit_is_413(gateway, r: redis.Redis) -> None:
