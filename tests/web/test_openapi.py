@@ -77,8 +77,11 @@ def _no_long_poll(case) -> None:  # type: ignore[no-untyped-def]
         case.headers.pop("Prefer", None)
 
 
+# Derandomized: the same examples on every run, so that CI never fails on a draw another
+# run would not make (random runs of 250 examples an operation find nothing either).
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
 def test_generated_requests_find_nothing(case, gateway) -> None:  # type: ignore[no-untyped-def]
     _no_long_poll(case)
     case.call_and_validate(base_url=gateway.url, timeout=10)
@@ -102,7 +105,7 @@ def test_the_links_walk_a_job_through_its_life_and_find_nothing(gateway, r) -> N
             r.flushall()
 
     run_state_machine_as_test(Workflow, settings=settings(
-        max_examples=15, stateful_step_count=6, deadline=None,
+        max_examples=15, stateful_step_count=6, deadline=None, derandomize=True,
         suppress_health_check=list(HealthCheck)))
 
 
