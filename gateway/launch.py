@@ -16,6 +16,7 @@ import socket
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.settings import Settings, redacted
 
@@ -63,6 +64,7 @@ def _embedded_refusal(host: str) -> str:
 def serve(launch: Launch) -> int:
     """Run the gateway until SIGTERM/SIGINT; the exit code."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
     from gateway.app import create_app
@@ -118,11 +120,16 @@ def serve(launch: Launch) -> int:
             os.environ.update({"REDIS_URL": redis_url, "GATEWAY_HOST": settings.host,
                                "GATEWAY_PORT": str(settings.port),
                                "GATEWAY_INSECURE": str(settings.insecure).lower()})
-            config = uvicorn.Config("gateway.app:create_app", factory=True,
+            config = uvicorn.Config("gateway.launch:worker_app", factory=True,
                                     workers=launch.workers, http="gateway.server:HttpProtocol",
                                     **options)  # type: ignore[arg-type]
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
-            return 0
+            supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+            supervisor.run()
+            # A worker whose start failed stops them all (the log says why): exit 3, as
+            # a single process does.
+            failed = any(worker.process.exitcode == STARTUP_FAILURE
+                         for worker in supervisor.processes)
+            return 3 if failed else 0
         config = uvicorn.Config(create_app(settings), http=protocol(settings),
                                 **options)  # type: ignore[arg-type]
         # A stop by SIGTERM/SIGINT exits 0 (gateway.runtime); a start that failed (the app
@@ -130,6 +137,17 @@ def serve(launch: Launch) -> int:
         uvicorn_server = Server(config)
         uvicorn_server.run()
     return 0 if uvicorn_server.started else 3
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process: a fresh interpreter, whose logs are set up
+    here as ``serve`` set up its own (JSON lines, the access log)."""
+    from gateway.app import create_app
+    from gateway.observability import logs
+
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    return create_app(settings)
 
 
 def _any_key(url: str) -> bool:

@@ -3,6 +3,8 @@ and how it stops, run as a user runs it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -138,7 +140,8 @@ def test_workers_share_the_port_and_each_ends_its_streams_on_sigterm(redis_url: 
     gateway = GatewayProcess(redis_url)
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--port", str(gateway.port), "--workers", "2"],
-        env=gateway.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env=gateway.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True)  # its group: a failed test kills the workers too
     try:
         deadline = time.monotonic() + 30
         with redis.Redis.from_url(redis_url) as client:
@@ -163,7 +166,27 @@ def test_workers_share_the_port_and_each_ends_its_streams_on_sigterm(redis_url: 
             rest = b"".join(chunks)
         assert re.search(rb"retry: \d+\n\n$", rest), rest
         assert process.wait(20) == 0, process.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+        # Each worker process logs as gateway serve does: JSON lines, the access line too.
+        lines = process.stderr.read().decode().splitlines()  # type: ignore[union-attr]
+        logged = [json.loads(line) for line in lines if line.startswith("{")]
+        assert len(logged) == len(lines), lines
+        assert any(entry["logger"] == "gateway.access" and "/v1/jobs/workers-1" in
+                   json.dumps(entry) for entry in logged), lines
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
+        with contextlib.suppress(ProcessLookupError):  # the group is gone when all went well
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def test_workers_that_cannot_start_stop_the_command_with_exit_3(redis_url: str,
+                                                               tmp_path) -> None:
+    # Only the worker processes (spawned interpreters) see a public address with no key:
+    # their app refuses to start, as a single process's would.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if '--multiprocessing-fork' in sys.argv:\n"
+        "    os.environ.update(GATEWAY_HOST='0.0.0.0', GATEWAY_INSECURE='false')\n")
+    result = serve("--port", str(free_port()), "--workers", "2", redis_url=redis_url,
+                   PYTHONPATH=str(tmp_path))
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "not a loopback address" in result.stderr
