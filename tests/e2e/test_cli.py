@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -106,7 +108,8 @@ def test_plain_uvicorn_stops_streams_and_exits_0(redis_url: str, workers: int | 
     if workers:
         command += ["--workers", str(workers)]
     server = subprocess.Popen(command, env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)  # a failed test kills its workers too
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url)
@@ -121,9 +124,9 @@ def test_plain_uvicorn_stops_streams_and_exits_0(redis_url: str, workers: int | 
         assert re.search(rb"retry: \d+\n\n$", rest), rest
         assert server.wait(15) == 0, server.stderr.read().decode()[-2000:]
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        with contextlib.suppress(ProcessLookupError):  # the group is gone when all went well
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def test_the_embedded_server_dies_with_a_killed_gateway(embedded_gateway) -> None:
