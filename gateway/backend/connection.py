@@ -89,10 +89,11 @@ class RedisConnection(asyncio.Protocol):
             )
         try:
             password, username = options.get("password"), options.get("username")
-            if password:
-                # With the user named, as redis-py does (HELLO 3 AUTH default ...): a server
-                # whose default user takes any password then agrees with the workers.
-                await protocol.request("AUTH", username or "default", password)
+            if password or username:
+                # As redis-py does (HELLO 3 AUTH user password): the user named, "default"
+                # when the URL names none, and an empty password when it gives none (a
+                # nopass user), so that a URL works here exactly when it works for workers.
+                await protocol.request("AUTH", username or "default", password or "")
             # A name makes each process's connections easy to find in CLIENT LIST; a user
             # that may not name its connections (a least-privilege ACL) goes without.
             try:

@@ -77,8 +77,19 @@ async def test_a_password_alone_works_wherever_it_works_for_redis_py(
                 await RedisConnection.open(wrong, unexpected)
         right = redis_url.replace("redis://", "redis://:only-this@")
         (await RedisConnection.open(right, unexpected)).close()
+        # A user without a password (nopass), named with no password in the URL.
+        r.execute_command("ACL", "SETUSER", "nopass-user", "on", "nopass", "~*", "+@all", "&*")
+        named = redis_url.replace("redis://", "redis://nopass-user@")
+        with redis.Redis.from_url(named) as worker_side:
+            assert worker_side.ping()
+        conn = await RedisConnection.open(named, unexpected)
+        try:
+            assert await conn.request("ACL", "WHOAMI") == b"nopass-user"
+        finally:
+            conn.close()
     finally:
         r.execute_command("ACL", "SETUSER", "default", "resetpass", "nopass")
+        r.execute_command("ACL", "DELUSER", "nopass-user")
 
 
 async def test_a_reply_that_does_not_come_in_time_is_a_timeout(
