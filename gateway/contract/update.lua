@@ -194,7 +194,7 @@ local function check_object(value, what)
       local name = what .. '.' .. k
       if kind == 'count' then
         if not finite(v) or v < 0 or v > MAX_COUNT or v ~= math.floor(v) then
-          return name .. ' must be a whole number from 0 to ' .. MAX_COUNT
+          return name .. ' must be a whole number from 0 to 2^53 (9007199254740992)'
         end
       else
         local problem = check_text(v, kind, name)
@@ -267,16 +267,18 @@ local function number(n)
   return string.format('%.17g', n)
 end
 
+-- A percent is always written as a float (45.0), as exactly as any other number.
+local function float(n)
+  if n == math.floor(n) then return string.format('%.1f', n) end
+  return number(n)
+end
+
 local function enc(v)
   if v == nil then return 'null' end
   if type(v) == 'number' then return number(v) end
   return (string.gsub(cjson.encode(v), '\\/', '/'))
 end
 
-local function float(n)
-  if n == math.floor(n) then return string.format('%.1f', n) end
-  return string.format('%.15g', n)
-end
 
 local function object(t, keys, all)
   if t == nil or t == NULL then return 'null' end

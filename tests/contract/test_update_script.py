@@ -298,3 +298,14 @@ def test_numbers_come_back_exactly_as_they_were_given(worker: SyncWorker) -> Non
     assert done["output"]["file_size_bytes"] == big
     assert done["metrics"] == {"pages": 1e15, "ratio": 0.1, "tiny": 1.23456789e-7,
                                "third": 1 / 3}
+
+
+def test_a_percent_is_kept_exactly_so_the_same_report_changes_nothing(worker: SyncWorker) -> None:
+    worker.create("third")
+    worker.start("third")
+    first = worker.progress("third", 100 / 3)
+    assert first["progress"]["percent"] == 100 / 3
+    assert worker.progress("third", 100 / 3)["version"] == first["version"]
+    assert worker.progress("third", 99.99999999999999)["progress"]["percent"] == 99.99999999999999
+    with pytest.raises(InvalidUpdate, match=r"from 0 to 2\^53 \(9007199254740992\)"):
+        worker.create("too-big", conversion={"source_size_bytes": 2**53 + 2})
