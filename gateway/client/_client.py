@@ -191,7 +191,9 @@ class _Follow:
 
     def check(self, response: httpx.Response, body: bytes) -> bool:
         """True when the stream is open; False when it is over (204); raises otherwise."""
-        self.reached = True
+        if not self.reached:
+            self.reached = True
+            self.failures = 0  # the backoff of a gateway that answers starts from retry:
         if response.status_code == 200:
             self.failures = 0
             return True

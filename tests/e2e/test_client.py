@@ -225,3 +225,17 @@ async def test_a_gateway_never_reached_is_an_error_after_a_few_attempts() -> Non
     with Client(nowhere, connect_attempts=2) as blocking, pytest.raises(Unreachable):
         blocking.wait("x", timeout=600)
     assert time.monotonic() - started < 5
+
+
+def test_the_backoff_starts_from_retry_once_the_gateway_answers() -> None:
+    import httpx
+
+    from gateway.client._client import _Follow, _Retry
+
+    follow = _Follow("/v1/jobs/x", [], single=True, max_backoff=60, connect_attempts=5)
+    for _ in range(3):  # three connects that never reached it: 0.5, 1, 2 s
+        follow.broken("http://gateway", httpx.ConnectError("refused"))
+    busy = httpx.Response(503, headers={"Retry-After": "1"})
+    with pytest.raises(_Retry):
+        follow.check(busy, b"")
+    assert 2.4 <= follow.delay() <= 3.6  # retry: 3000 ms, not 3000 ms * 2^3
