@@ -40,8 +40,10 @@ _DESCRIPTION = (
     "(`Authorization: Bearer`, `?access_token=` or the `gateway_token` cookie; in the URL "
     "or a cookie, for `GET` and `HEAD` only).\n\n"
     "**Errors**: every error answer, on every URL, is `{\"error\": code, \"detail\": "
-    "text}`; the codes are listed with the `Error` schema. Every answer carries "
-    "`X-Request-ID` (the request's, or one made).")
+    "text}`; the codes are listed with the `Error` schema. A body over the limit (64 KiB "
+    "by default) is 413 on any URL. Every answer of a request that was read carries "
+    "`X-Request-ID` (the request's, or one made); the answers to a request that could not "
+    "be read (400 `request.malformed`, 408, 431) close the connection and carry none.")
 
 _VERSION = "1"
 
@@ -114,7 +116,8 @@ def _stream(events: tuple[str, ...]) -> Doc:
 
 _STREAM_RULES = (
     "Headers `Content-Type: text/event-stream`, `Cache-Control: no-cache`, "
-    "`X-Accel-Buffering: no`; the first block carries `retry: 3000`; `data` is always one "
+    "`X-Accel-Buffering: no`; the first block carries `retry:` (3000 ms unless the gateway's "
+    "GATEWAY_RETRY_MS says otherwise); `data` is always one "
     "line of JSON. Ids are `<epoch>-<seq>`: resume with `Last-Event-ID` (what EventSource "
     "sends) or `?last_event_id=`. A comment `: keepalive` comes every 15 s by default. A "
     "slow client gets the newest snapshot of each job, never an older one after a newer. "
@@ -430,7 +433,10 @@ def document(table: list[Route]) -> Doc:
             if key not in _OPERATIONS:
                 raise ValueError(f"{method} {route.path} is served and not described")
             served.add(key)
-            paths.setdefault(route.path, {})[method.lower()] = _OPERATIONS[key]
+            # A body over the limit is refused before any route's own checks (the guard).
+            operation = {**_OPERATIONS[key], "responses": {
+                "413": _error(413), **_OPERATIONS[key]["responses"]}}
+            paths.setdefault(route.path, {})[method.lower()] = operation
     unserved = set(_OPERATIONS) - served
     if unserved:
         raise ValueError(f"described and not served: {sorted(unserved)}")
