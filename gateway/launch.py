@@ -9,6 +9,7 @@ serves 503 and reconnects (docs/operations.md).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import errno
 import os
@@ -100,7 +101,7 @@ def serve(launch: Launch) -> int:
             _say(f"workers reach it with REDIS_URL={server.url}")
         redis_url = settings.redis_url
         assert redis_url is not None
-        refusal = preflight.check_sync(redis_url, settings.redis_timeout_seconds)
+        refusal = asyncio.run(preflight.check(redis_url, settings.redis_timeout_seconds))
         if refusal is not None:
             _say(f"refusing to start: REDIS_URL={redacted(redis_url)!r}: {refusal}")
             return 2

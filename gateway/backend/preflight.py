@@ -9,7 +9,6 @@ that says why, and ``/healthz`` never gets to say "ok" over it.
 
 from __future__ import annotations
 
-import redis
 import redis.asyncio
 from redis.exceptions import (
     AuthenticationError,
@@ -45,14 +44,3 @@ async def check(url: str, socket_seconds: float) -> str | None:
         return refusal(exc)
     return None
 
-
-def check_sync(url: str, socket_seconds: float) -> str | None:
-    """``check`` for the command line, which runs before any event loop."""
-    try:
-        with redis.Redis.from_url(
-                url, socket_timeout=socket_seconds,
-                socket_connect_timeout=socket_seconds) as client:
-            client.ping()
-    except (RedisError, OSError) as exc:
-        return refusal(exc)
-    return None
