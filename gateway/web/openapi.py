@@ -222,7 +222,8 @@ _OPERATIONS: dict[tuple[str, str], Doc] = {
              "description": "JSON: jobs per page.",
              "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
             {"name": "cursor", "in": "query", "required": False,
-             "description": "JSON: the `next_cursor` of the page before.",
+             "description": "JSON: the `next_cursor` of the page before, as it was "
+                            "given (opaque).",
              "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
             _LAST_EVENT_ID_HEADER,
             _LAST_EVENT_ID_QUERY,
@@ -361,9 +362,12 @@ _COMPONENTS: Doc = {
         "Error": _ERROR,
         "JobList": {"type": "object", "required": ["jobs", "next_cursor"],
                     "properties": {"jobs": {"type": "array", "items": _ref("Snapshot")},
-                                   "next_cursor": {"anyOf": [
-                                       {"type": "string", "pattern": "^[0-9]+$"},
-                                       {"type": "null"}]}},
+                                   "next_cursor": {
+                                       "anyOf": [{"type": "string", "pattern": "^[0-9]+$"},
+                                                 {"type": "null"}],
+                                       "description": "Opaque: pass it back as `cursor` "
+                                                      "for the next page; null on the "
+                                                      "last."}},
                     "additionalProperties": False},
         "NewJob": {"type": "object",
                    "properties": {
