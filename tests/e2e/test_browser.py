@@ -7,19 +7,20 @@ The browser is the client the event stream is for (docs/api.md, Event streams): 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 import redis
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 
 from gateway.auth import apikeys
 from gateway.auth.principal import Scope
 from gateway.embedded import free_port
 from gateway.worker import SyncWorker
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+def wait_for(page: Page, condition: str, timeout: float = 15) -> None:
+    page.wait_for_function(condition, timeout=timeout * 1000)
+
 
 RECORDER = """
 (path) => {
@@ -36,25 +37,6 @@ RECORDER = """
   source.onerror = () => window.log.push({event: "error", state: source.readyState});
 }
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    page = browser.new_page()
-    yield page
-    page.close()
-
-
-def wait_for(page: Page, condition: str, timeout: float = 15) -> None:
-    page.wait_for_function(condition, timeout=timeout * 1000)
 
 
 def test_event_source_follows_a_job_and_stops_at_the_end(
