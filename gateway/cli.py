@@ -189,6 +189,41 @@ def _watch(args: argparse.Namespace) -> int:
                  api_key=os.environ.get("GATEWAY_API_KEY") or None)
 
 
+def _dashboard_url(args: argparse.Namespace) -> int:
+    import redis
+
+    from gateway.auth.links import LinkRefused, dashboard_link, parse_ttl
+
+    try:
+        ttl = parse_ttl(args.ttl)
+    except ValueError as exc:
+        print(f"gateway dashboard-url: --ttl: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    url = _redis_url("dashboard-url")
+    if not url:
+        return 2
+    base = args.base or f"http://{settings.host}:{settings.port}"
+    with redis.Redis.from_url(url) as client:
+        try:
+            link, expires = dashboard_link(
+                client, tenant=args.tenant, write=args.write, ttl_seconds=ttl, base=base,
+                secret=settings.token_secret.encode() if settings.token_secret else None)
+        except ValueError as exc:
+            print(f"gateway dashboard-url: --tenant: {exc}", file=sys.stderr)
+            return 2
+        except LinkRefused as exc:
+            print(f"gateway dashboard-url: {exc}", file=sys.stderr)
+            return 1
+    print(link)
+    if expires is None:
+        print("(no API key exists: auth is off, and the page needs no token)", file=sys.stderr)
+    else:
+        print(f"({'write' if args.write else 'read-only'}, tenant {args.tenant}, until "
+              f"{expires}; anyone with the link has this access)", file=sys.stderr)
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -228,6 +263,16 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000"),
                        help="the gateway (default: GATEWAY_URL or http://127.0.0.1:8000)")
     watch.set_defaults(func=_watch)
+    link = sub.add_parser("dashboard-url", help="print a link to the dashboard that carries "
+                                                "a token (needs REDIS_URL)")
+    link.add_argument("--tenant", required=True, help="whose jobs the page shows")
+    link.add_argument("--write", action="store_true",
+                      help="let the page cancel jobs (default: read-only)")
+    link.add_argument("--ttl", default="8h",
+                      help="how long the link works: 8h, 30m, 90s, up to 24h (default: 8h)")
+    link.add_argument("--base", help="the gateway's address as browsers reach it (default: "
+                                     "http://GATEWAY_HOST:GATEWAY_PORT)")
+    link.set_defaults(func=_dashboard_url)
     return root
 
 

@@ -81,6 +81,12 @@ def _headers(*names: str) -> Doc:
                         for name in ("X-Request-ID", *names)}}
 
 
+# The dashboard's files: an ETag of their content (not a job's change id).
+_PAGE_HEADERS: Doc = {"headers": {
+    **_headers()["headers"],
+    "ETag": {"description": "Of the file's content.", "schema": {"type": "string"}}}}
+
+
 def _error(status: int, *, headers: tuple[str, ...] = (), also: str = "") -> Doc:
     codes = [code for code, (code_status, _) in problems.CODES.items() if code_status == status]
     lines = "; ".join(f"`{code}`: {problems.CODES[code][1]}" for code in codes)
@@ -328,6 +334,15 @@ _OPERATIONS: dict[tuple[str, str], Doc] = {
         "operationId": "openapi", "tags": ["service"], "security": [],
         "summary": "This document",
         "responses": {"200": _json("OpenAPI 3.1.", {"type": "object"})},
+    },
+    ("/", "GET"): {
+        "operationId": "dashboard", "tags": ["service"], "security": [],
+        "summary": "The dashboard: the tenant's jobs, live, in a browser (its credential "
+                   "goes in the link's fragment, `/#token=...`)",
+        "responses": {"200": {"description": "HTML.", **_PAGE_HEADERS,
+                              "content": {"text/html": {"schema": {"type": "string"}}}},
+                      "304": {"description": "Unchanged since the `ETag` given in "
+                                             "`If-None-Match`.", **_PAGE_HEADERS}},
     },
     ("/docs", "GET"): {
         "operationId": "docs", "tags": ["service"], "security": [],

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Send
 
-from gateway.web import actions, job, jobs, problems, reference, service, tokens
+from gateway.web import actions, dashboard, job, jobs, problems, reference, service, tokens
 from gateway.web.context import Context
 from gateway.web.services import Services
 from gateway.web.types import Handler, Reply
@@ -57,6 +57,7 @@ def routes(services: Services) -> list[Route]:
     own = service.Service(services)
     minted = tokens.Tokens(services)
     described = reference.Reference()
+    page = dashboard.Dashboard()
     table = [
         Route("/v1/jobs/{job_id}", Resource(get=one.get, delete=act.delete)),
         Route("/v1/jobs", Resource(get=many.get, post=many.create)),
@@ -70,6 +71,9 @@ def routes(services: Services) -> list[Route]:
         Route("/openapi.json", Resource(get=described.openapi, protected=False)),
         Route("/docs", Resource(get=described.page, protected=False)),
         Route("/docs/{name}", Resource(get=described.asset, protected=False, described=False)),
+        # The dashboard's files need no credential: its data comes through /v1 with one.
+        Route("/", Resource(get=page.page, protected=False)),
+        Route("/ui/{name}", Resource(get=page.asset, protected=False, described=False)),
     ]
     described.describe(table)
     return table

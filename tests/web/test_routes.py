@@ -31,7 +31,8 @@ def table() -> list[object]:
     ("/v1/jobs/abc/cancel", "/v1/jobs/{job_id}/cancel"),
     ("/v1/jobs/abc/download", "/v1/jobs/{job_id}/download"),
     ("/healthz", "/healthz"), ("/readyz", "/readyz"), ("/metrics", "/metrics"),
-    ("/v1/jobs/", None), ("/v1/jobs/a/b", None), ("/v2/jobs", None), ("/", None),
+    ("/", "/"), ("/ui/main.js", "/ui/{name}"),
+    ("/v1/jobs/", None), ("/v1/jobs/a/b", None), ("/v2/jobs", None), ("/index.html", None),
 ])
 def test_each_path_has_one_route(path: str, expected: str | None) -> None:
     matched = [route.path for route in table()  # type: ignore[attr-defined]

@@ -1,0 +1,69 @@
+"""``gateway dashboard-url``'s links: a token minted as the gateway mints one, in the
+fragment, under the tenant's newest write key (docs/dashboard.md)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from gateway.auth import apikeys, tokens
+from gateway.auth.links import LinkRefused, dashboard_link, parse_ttl
+from gateway.auth.principal import Scope
+from gateway.contract import keys
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("8h", 28_800), ("30m", 1_800), ("90s", 90), ("1d", 86_400), ("600", 600), (" 2h ", 7_200),
+])
+def test_ttl_in_units(text: str, seconds: int) -> None:
+    assert parse_ttl(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "25h", "2d", "1.5h", "h", "", "-1m", "8 h", "1w"])
+def test_ttl_out_of_range_or_unreadable(text: str) -> None:
+    with pytest.raises(ValueError, match="24h"):
+        parse_ttl(text)
+
+
+def _token(link: str) -> str:
+    page, _, fragment = link.partition("#token=")
+    assert page == "http://gw.example:8000/"
+    return fragment
+
+
+def test_with_no_key_auth_is_off_and_the_link_has_no_token(r: redis.Redis) -> None:
+    assert dashboard_link(r, tenant="default", write=False, ttl_seconds=60,
+                          base="http://gw.example:8000/") == ("http://gw.example:8000/", None)
+    with pytest.raises(LinkRefused, match="auth is off"):
+        dashboard_link(r, tenant="acme", write=False, ttl_seconds=60, base="http://x")
+
+
+def test_a_tenant_without_a_live_write_key_gets_no_link(r: redis.Redis) -> None:
+    apikeys.create(r, "acme", Scope.READ)
+    _, revoked = apikeys.create(r, "acme", Scope.WRITE)
+    apikeys.revoke(r, revoked.key_id)
+    apikeys.create(r, "globex", Scope.WRITE)
+    with pytest.raises(LinkRefused, match="gateway keys create --tenant acme --scope write"):
+        dashboard_link(r, tenant="acme", write=False, ttl_seconds=60, base="http://x")
+    with pytest.raises(ValueError, match="not a tenant name"):
+        dashboard_link(r, tenant="Bad Name", write=False, ttl_seconds=60, base="http://x")
+
+
+def test_the_token_is_the_gateways_own_under_the_newest_write_key(r: redis.Redis) -> None:
+    apikeys.create(r, "acme", Scope.WRITE)
+    time.sleep(1.1)  # created_at is to the second
+    _, newest = apikeys.create(r, "acme", Scope.WRITE)
+    link, expires = dashboard_link(r, tenant="acme", write=False, ttl_seconds=3600,
+                                   base="http://gw.example:8000")
+    secret = r.get(keys.token_secret_key())
+    assert isinstance(secret, bytes)
+    granted = tokens.verify(secret, _token(link))
+    assert (granted.tenant, granted.scope, granted.key_id, granted.job_ids) == (
+        "acme", Scope.READ, newest.key_id, None)
+    assert granted.expires_at is not None and abs(granted.expires_at - time.time() - 3600) < 5
+    assert expires is not None and expires.endswith("Z")
+    link, _ = dashboard_link(r, tenant="acme", write=True, ttl_seconds=60,
+                             base="http://gw.example:8000", secret=b"s" * 32)
+    assert tokens.verify(b"s" * 32, _token(link)).scope is Scope.WRITE
