@@ -189,6 +189,19 @@ def _watch(args: argparse.Namespace) -> int:
                  api_key=os.environ.get("GATEWAY_API_KEY") or None)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo.launch import run
+    from gateway.demo.simulation import Options
+
+    for name, value, low in (("--rate", args.rate, 0.0), ("--workers", args.workers, 0),
+                             ("--duration", args.duration, -1.0)):
+        if not value > low:
+            print(f"gateway demo: {name} must be more than {max(low, 0):g}", file=sys.stderr)
+            return 2
+    return run(Options(rate=args.rate, workers=args.workers, duration=args.duration),
+               args.port)
+
+
 def _dashboard_url(args: argparse.Namespace) -> int:
     import redis
 
@@ -263,6 +276,16 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000"),
                        help="the gateway (default: GATEWAY_URL or http://127.0.0.1:8000)")
     watch.set_defaults(func=_watch)
+    demo = sub.add_parser("demo", help="the gateway with simulated workers and a live "
+                                       "dashboard, on an embedded Valkey (Ctrl-C stops all)")
+    demo.add_argument("--port", type=int, help="default: GATEWAY_PORT, PORT or 8000")
+    demo.add_argument("--rate", type=float, default=0.5,
+                      help="new jobs per second (default: 0.5)")
+    demo.add_argument("--workers", type=int, default=6,
+                      help="simulated workers running jobs at once (default: 6)")
+    demo.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
+                      help="stop after this long (default: 0, until Ctrl-C or SIGTERM)")
+    demo.set_defaults(func=_demo)
     link = sub.add_parser("dashboard-url", help="print a link to the dashboard that carries "
                                                 "a token (needs REDIS_URL)")
     link.add_argument("--tenant", required=True, help="whose jobs the page shows")

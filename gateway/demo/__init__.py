@@ -1,0 +1,1 @@
+"""``gateway demo``: the gateway with simulated conversion workers (docs/dashboard.md)."""
