@@ -275,8 +275,12 @@ class Keyring:
                 raise Unauthenticated("the token was minted without a key, and keys exist now")
             self._check_local(server_host)
         else:
-            record = self._live(principal.key_id)
-            if record is None or record.tenant != principal.tenant:
+            record = self._records.get(principal.key_id)
+            if record is None:
+                # Minted under a key this process has not read yet (by another process,
+                # or gateway dashboard-url): read the keys again, as for an unknown key.
+                raise UnknownKey("the key that minted the token is unknown")
+            if record.revoked or record.tenant != principal.tenant:
                 raise Unauthenticated("the key that minted the token was revoked")
         return principal
 

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from gateway.auth import apikeys, tokens
-from gateway.auth.keyring import Credential, Keyring, NotLoaded, Unauthenticated
-from gateway.auth.principal import ANONYMOUS, OPEN, Scope
+from gateway.auth.keyring import Credential, Keyring, NotLoaded, Unauthenticated, UnknownKey
+from gateway.auth.principal import ANONYMOUS, OPEN, Principal, Scope
 from gateway.backend.standalone import StandaloneBackend
 from gateway.contract import keys
 
@@ -183,3 +183,26 @@ async def test_vanished_keys_are_reported_once(
     for _ in range(3):
         await ring.refresh()
     assert sum("are gone from Redis" in m for m in caplog.messages) == 1
+
+
+async def test_a_token_of_a_key_made_a_moment_ago_asks_for_a_catch_up(
+    backend: StandaloneBackend, r: redis.Redis
+) -> None:
+    """Another process (or ``gateway dashboard-url``) may mint under a key this one has not
+    read yet: that is an unknown key, which the guard reads the keys again for, not a
+    revoked one (refused for good)."""
+    apikeys.create(r, "acme", Scope.WRITE)
+    ring = keyring(backend, [])
+    await ring.refresh()
+    _, record = apikeys.create(r, "acme", Scope.WRITE)
+    minter = Principal("acme", Scope.WRITE, record.key_id, "key")
+    token, _ = tokens.mint(ring.secret, minter, Scope.READ, ttl_seconds=60, job_ids=None)
+    with pytest.raises(UnknownKey):
+        ring.authenticate(Credential("query", token), None)
+    await ring.refresh()
+    assert ring.authenticate(Credential("query", token), None).tenant == "acme"
+    apikeys.revoke(r, record.key_id)
+    await ring.refresh()
+    with pytest.raises(Unauthenticated, match="revoked") as refused:
+        ring.authenticate(Credential("query", token), None)
+    assert not isinstance(refused.value, UnknownKey)
