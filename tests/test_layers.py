@@ -23,6 +23,9 @@ ALLOWED = {
             "settings"},
     "observability": {"observability", "web"},  # access.py types its context only
     "client": {"client", "contract", "errors"},
+    # At the top, beside cli.py and launch.py: a program made of the others.
+    "demo": {"demo", "app", "embedded", "errors", "launch", "observability", "runtime",
+             "server", "settings", "worker"},
     "timers": set(),
     "errors": set(),
 }

@@ -85,6 +85,14 @@ EXPECTED: dict[str, list[str]] = {
         r"HTTP/1.1 404 Not Found",
         r"acme +write +backend",
     ],
+    "docs/dashboard.md": [
+        r"<!doctype html>",
+        r"(?m)^http://127\.0\.0\.1:\d+/$",
+        r"(?m)^http://127\.0\.0\.1:\d+/#token=[\w-]+\.[\w-]+\.[\w-]+$",
+        r"write, tenant acme, until 20\d\d-",
+        r"(?m)^https://status\.example\.com/#token=[\w-]+\.[\w-]+\.[\w-]+$",
+        r"\{\"jobs\":\[\],\"next_cursor\":null\}",
+    ],
     "docs/client.md": [
         r"running 10.0 Loading document",
         r"completed 100.0 Writing PDF\nhttps://files.example/job-42/report.pdf",
