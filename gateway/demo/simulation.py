@@ -3,7 +3,7 @@
 A producer creates jobs at a steady rate (as a backend service would, through the worker
 library's ``create``); several workers take them in turn and run them through their
 phases, reporting progress through the same update script as real workers; one job in
-eight fails, about one in ten is canceled by a simulated user (through the same
+eight fails, one in eight is canceled by a simulated user (through the same
 ``request_cancel`` the HTTP cancel runs), and every worker stops a job whose
 ``cancel_requested`` it sees in a report's answer, so the dashboard's Cancel button works
 on the demo's jobs as it does on real ones.
@@ -36,8 +36,10 @@ class Fate(Enum):
     USER_CANCELS_QUEUED = "user cancels it before it starts"
 
 
-# Dealt in shuffled decks, so that every eight jobs show each ending, from the first ones.
-_DECK = [Fate.COMPLETE] * 5 + [Fate.FAIL, Fate.USER_CANCELS, Fate.USER_CANCELS_QUEUED]
+# Dealt in shuffled decks: one job in eight fails and one in eight is canceled, and the
+# first eight jobs show every ending, so that the page has each of them within seconds.
+_OPENING = [Fate.COMPLETE] * 5 + [Fate.FAIL, Fate.USER_CANCELS, Fate.USER_CANCELS_QUEUED]
+_DECK = [Fate.COMPLETE] * 12 + [Fate.FAIL] * 2 + [Fate.USER_CANCELS, Fate.USER_CANCELS_QUEUED]
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,12 @@ class Simulation:
         self.output_base = output_base  # where the pretend outputs are served
         self.rng = random.Random(options.seed)
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._deck: list[Fate] = []
+        self._deck = self.rng.sample(_OPENING, len(_OPENING))
         self.created = 0
 
     def _fate(self) -> Fate:
         if not self._deck:
-            self._deck = list(_DECK)
-            self.rng.shuffle(self._deck)
+            self._deck = self.rng.sample(_DECK, len(_DECK))
         return self._deck.pop()
 
     async def run(self) -> None:
@@ -80,7 +81,7 @@ class Simulation:
 
     async def _produce(self) -> None:
         # A first deck at once, short ones, so the page shows every ending within seconds.
-        for _ in range(len(_DECK)):
+        for _ in range(len(_OPENING)):
             await self._create(fast=True)
         while True:
             await asyncio.sleep(self.rng.expovariate(self.options.rate))
