@@ -193,10 +193,12 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.demo.launch import run
     from gateway.demo.simulation import Options
 
-    for name, value, low in (("--rate", args.rate, 0.0), ("--workers", args.workers, 0),
-                             ("--duration", args.duration, -1.0)):
-        if not value > low:
-            print(f"gateway demo: {name} must be more than {max(low, 0):g}", file=sys.stderr)
+    for name, wrong, rule in (
+            ("--rate", not 0 < args.rate <= 100, "more than 0 and at most 100 (jobs a second)"),
+            ("--workers", args.workers < 1, "1 or more"),
+            ("--duration", not args.duration >= 0, "0 (until stopped) or more seconds")):
+        if wrong:
+            print(f"gateway demo: {name} must be {rule}", file=sys.stderr)
             return 2
     return run(Options(rate=args.rate, workers=args.workers, duration=args.duration),
                args.port)
@@ -250,8 +252,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="gateway",
         description="The job status gateway: serve jobs' snapshots and event streams over "
-                    "HTTP, manage API keys, report a job's changes as a worker would, and "
-                    "watch jobs move in a terminal.")
+                    "HTTP (and a live dashboard at /), manage API keys, report a job's "
+                    "changes as a worker would, watch jobs move in a terminal, and try it "
+                    "all with simulated workers (gateway demo).")
     root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = root.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway (embedded Redis when REDIS_URL is unset)")
@@ -280,7 +283,7 @@ def parser() -> argparse.ArgumentParser:
                                        "dashboard, on an embedded Valkey (Ctrl-C stops all)")
     demo.add_argument("--port", type=int, help="default: GATEWAY_PORT, PORT or 8000")
     demo.add_argument("--rate", type=float, default=0.5,
-                      help="new jobs per second (default: 0.5)")
+                      help="new jobs per second, up to 100 (default: 0.5)")
     demo.add_argument("--workers", type=int, default=6,
                       help="simulated workers running jobs at once (default: 6)")
     demo.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",

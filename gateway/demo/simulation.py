@@ -84,7 +84,8 @@ class Simulation:
         for _ in range(len(_OPENING)):
             await self._create(fast=True)
         while True:
-            await asyncio.sleep(self.rng.expovariate(self.options.rate))
+            # At least 10 ms: a full backlog at a high rate must not spin.
+            await asyncio.sleep(max(0.01, self.rng.expovariate(self.options.rate)))
             # A backlog is realistic; an endless one is not.
             if self.queue.qsize() < 2 * self.options.workers:
                 await self._create(fast=False)

@@ -176,6 +176,8 @@ def test_a_port_in_use_is_refused_before_anything_starts(demos: list[Demo]) -> N
         capture_output=True, text=True, timeout=30)
     assert second.returncode == 2
     assert f"port {first.port}" in second.stderr and "in use" in second.stderr
-    bad = subprocess.run([sys.executable, "-m", "gateway", "demo", "--rate", "0"],
-                         capture_output=True, text=True, timeout=30)
-    assert bad.returncode == 2 and "--rate" in bad.stderr
+    for option, value in (("--rate", "0"), ("--workers", "0"), ("--duration", "-1"),
+                          ("--rate", "nan"), ("--rate", "1000")):
+        bad = subprocess.run([sys.executable, "-m", "gateway", "demo", option, value],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 2 and f"{option} must be" in bad.stderr, bad.stderr
