@@ -18,6 +18,7 @@ import signal
 import sys
 
 from gateway.demo.simulation import Options, Simulation
+from gateway.embedded import EmbeddedRedis
 from gateway.settings import Settings
 
 HOST = "127.0.0.1"
@@ -31,7 +32,6 @@ def _say(line: str) -> None:
 
 
 def run(options: Options, port: int | None) -> int:
-    from gateway.embedded import EmbeddedRedis
     from gateway.launch import port_refusal
     from gateway.observability import logs
 
@@ -47,15 +47,41 @@ def run(options: Options, port: int | None) -> int:
     logging.getLogger("gateway.auth").setLevel(logging.ERROR)
     if os.environ.get("REDIS_URL"):
         _say("gateway demo: REDIS_URL is set and not used: the demo runs a Valkey of its own.")
-    with EmbeddedRedis() as server:
-        settings = dataclasses.replace(
-            settings, redis_url=server.url, host=HOST, port=port, insecure=False,
-            allow_http_downloads=True,  # the pretend outputs are served over plain http
-            shutdown_grace_seconds=2.0)
-        return asyncio.run(_main(settings, options))
+    # Until the server takes them over (and after it gives them back), Ctrl-C and SIGTERM
+    # unwind from wherever the start is, so that the Valkey is stopped whatever the moment.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with contextlib.ExitStack() as stack:
+            server = EmbeddedRedis()
+            stack.callback(server.__exit__, None, None, None)  # also if start is cut short
+            server.start()
+            settings = dataclasses.replace(
+                settings, redis_url=server.url, host=HOST, port=port, insecure=False,
+                allow_http_downloads=True,  # the pretend outputs are served over plain http
+                shutdown_grace_seconds=2.0)
+            return asyncio.run(_main(settings, options, server))
+    except _Stopped:
+        _say("gateway demo: stopped.")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-async def _main(settings: Settings, options: Options) -> int:
+class _Stopped(BaseException):
+    """A stop signal while the demo starts or winds down (not an error of its own)."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+async def _until_gone(server: EmbeddedRedis) -> None:
+    while server.running:  # noqa: ASYNC110 (a child process is polled; no event tells)
+        await asyncio.sleep(0.5)
+
+
+async def _main(settings: Settings, options: Options, valkey: EmbeddedRedis) -> int:
     import uvicorn
 
     from gateway.app import create_app
@@ -88,19 +114,23 @@ async def _main(settings: Settings, options: Options) -> int:
     _say("It serves 127.0.0.1 only, without auth (no API key exists in its Valkey).")
     _say(f"Workers of your own reach its Valkey with REDIS_URL={settings.redis_url}")
     simulating = asyncio.create_task(simulation.run())
-    waits: set[asyncio.Task[object]] = {serving, simulating}
+    gone = asyncio.create_task(_until_gone(valkey))
+    waits: set[asyncio.Task[object]] = {serving, simulating, gone}
     if options.duration:
         waits.add(asyncio.create_task(asyncio.sleep(options.duration)))
     done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    failed = simulating in done and not simulating.cancelled() and simulating.exception()
-    if failed:
-        _say(f"gateway demo: the simulated workers stopped: {failed!r}")
+    error = simulating.exception() if simulating in done and not simulating.cancelled() else None
+    if error is not None:
+        _say(f"gateway demo: the simulated workers stopped: {error!r}")
+    if gone in done:
+        _say("gateway demo: its Valkey stopped; stopping the rest.")
+    failed = error is not None or gone in done
     # Stop the workers first (their Valkey goes next), then the gateway, which ends its
     # streams with a retry: so that open pages reconnect to whatever serves next.
     simulating.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await simulating
-    for task in waits - {serving, simulating}:
+    for task in waits - {serving, simulating}:  # the clock, the Valkey watch
         task.cancel()
     if not serving.done():
         # As a Ctrl-C does: the gateway ends its open streams with a retry: first.

@@ -16,14 +16,16 @@ import contextlib
 import logging
 import random
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 from urllib.parse import quote
 
 import redis.exceptions
 
 from gateway.demo import kinds
-from gateway.errors import ChangeRefused
+from gateway.errors import ChangeRefused, JobAlreadyExists
 from gateway.worker import Worker
 
 log = logging.getLogger("gateway.demo")
@@ -66,6 +68,7 @@ class Simulation:
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._deck = self.rng.sample(_OPENING, len(_OPENING))
         self.created = 0
+        self._tasks: asyncio.TaskGroup  # set by run()
 
     def _fate(self) -> Fate:
         if not self._deck:
@@ -73,8 +76,10 @@ class Simulation:
         return self._deck.pop()
 
     async def run(self) -> None:
-        """Create and run jobs until cancelled (or, with a duration, until it is over)."""
+        """Create and run jobs until cancelled. A Redis error is waited out (the demo stops
+        by itself if its Valkey dies: gateway.demo.launch)."""
         async with asyncio.TaskGroup() as tg:
+            self._tasks = tg
             for n in range(self.options.workers):
                 tg.create_task(self._work(n))
             tg.create_task(self._produce())
@@ -82,40 +87,53 @@ class Simulation:
     async def _produce(self) -> None:
         # A first deck at once, short ones, so the page shows every ending within seconds.
         for _ in range(len(_OPENING)):
-            await self._create(fast=True)
+            await self._outlasting(self._create(fast=True))
         while True:
             # At least 10 ms: a full backlog at a high rate must not spin.
             await asyncio.sleep(max(0.01, self.rng.expovariate(self.options.rate)))
             # A backlog is realistic; an endless one is not.
             if self.queue.qsize() < 2 * self.options.workers:
-                await self._create(fast=False)
+                await self._outlasting(self._create(fast=False))
+
+    async def _outlasting(self, change: Coroutine[Any, Any, None]) -> None:
+        try:
+            await change
+        except redis.exceptions.RedisError as exc:
+            log.warning("the demo's Valkey did not answer (%s); going on in a second", exc)
+            await asyncio.sleep(1)
 
     async def _create(self, *, fast: bool) -> None:
         kind = self.rng.choice(kinds.KINDS)
         plan = kinds.plan(kind, self.rng, fast=fast)
-        job = _Job(f"{kind.source_format}-{secrets.token_hex(3)}", plan, self._fate())
-        await self.worker.create(job.job_id, conversion={
-            "source_format": plan.source_format, "target_format": plan.target_format,
-            "original_filename": plan.file_name, "source_size_bytes": plan.source_size_bytes})
+        while True:
+            job = _Job(f"{kind.source_format}-{secrets.token_hex(4)}", plan, self._fate())
+            try:
+                await self.worker.create(job.job_id, conversion={
+                    "source_format": plan.source_format, "target_format": plan.target_format,
+                    "original_filename": plan.file_name,
+                    "source_size_bytes": plan.source_size_bytes})
+                break
+            except JobAlreadyExists:
+                continue  # one in four billion: another id
         self.created += 1
         if job.fate is Fate.USER_CANCELS_QUEUED:
-            asyncio.get_running_loop().call_later(
-                self.rng.uniform(0.5, 3), self._user_cancels, job.job_id)
+            self._user_cancels(job.job_id, after=self.rng.uniform(0.5, 3))
         await self.queue.put(job)
 
-    def _user_cancels(self, job_id: str) -> None:
+    def _user_cancels(self, job_id: str, *, after: float = 0.0) -> None:
+        """A user presses Cancel (the same request_cancel as POST .../cancel)."""
         async def cancel() -> None:
+            await asyncio.sleep(after)
             with contextlib.suppress(ChangeRefused, redis.exceptions.RedisError):
                 await self.worker.request_cancel(job_id)
-        task = asyncio.ensure_future(cancel())
-        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        self._tasks.create_task(cancel())  # cancelled with the rest when the demo stops
 
     async def _work(self, number: int) -> None:
         while True:
             job = await self.queue.get()
             await asyncio.sleep(self.rng.uniform(0.1, 0.8))  # picking it up
             try:
-                await self._run(job)
+                await self._outlasting(self._run(job))
             except ChangeRefused as refused:
                 # Canceled before it started (or by someone meanwhile): next job.
                 log.debug("worker %d: %s", number, refused)

@@ -52,6 +52,20 @@ def _descendants(pid: int) -> dict[int, str]:
     return found
 
 
+def _servers() -> set[int]:
+    """The Valkey/Redis servers running now (the tests' own among them)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if name in ("valkey-server", "redis-server") and _alive(int(entry.name)):
+                found.add(int(entry.name))
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -165,6 +179,30 @@ def test_sigterm_and_the_duration_stop_it_too(demos: list[Demo]) -> None:
     timed.url()
     children = _descendants(timed.process.pid)
     _stopped_cleanly(timed, children, "--duration")
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.6, 1.0])
+def test_a_stop_while_it_starts_leaves_nothing_either(demos: list[Demo], delay: float) -> None:
+    before = _servers()
+    demo = Demo("--workers", "1")
+    demos.append(demo)
+    time.sleep(delay)  # python starting, the Valkey starting, the gateway starting
+    demo.process.send_signal(signal.SIGTERM)
+    assert demo.process.wait(10) == 0, "".join(demo.output)
+    time.sleep(0.2)
+    assert _servers() <= before
+
+
+def test_if_its_valkey_dies_the_demo_stops_and_says_so(demos: list[Demo]) -> None:
+    demo = Demo("--workers", "2")
+    demos.append(demo)
+    demo.url()
+    children = _descendants(demo.process.pid)
+    valkey = next(pid for pid, name in children.items() if "valkey" in name or "redis" in name)
+    os.kill(valkey, signal.SIGKILL)
+    assert demo.process.wait(15) == 1
+    assert any("its Valkey stopped" in line for line in demo.output), demo.output
+    assert not any(_alive(pid) for pid in children)
 
 
 def test_a_port_in_use_is_refused_before_anything_starts(demos: list[Demo]) -> None:
