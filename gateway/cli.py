@@ -221,8 +221,9 @@ def _dashboard_url(args: argparse.Namespace) -> int:
     base = args.base or f"http://{settings.host}:{settings.port}"
     with redis.Redis.from_url(url) as client:
         try:
-            link, expires = dashboard_link(
+            link = dashboard_link(
                 client, tenant=args.tenant, write=args.write, ttl_seconds=ttl, base=base,
+                key_id=args.key_id,
                 secret=settings.token_secret.encode() if settings.token_secret else None)
         except ValueError as exc:
             print(f"gateway dashboard-url: --tenant: {exc}", file=sys.stderr)
@@ -230,12 +231,13 @@ def _dashboard_url(args: argparse.Namespace) -> int:
         except LinkRefused as exc:
             print(f"gateway dashboard-url: {exc}", file=sys.stderr)
             return 1
-    print(link)
-    if expires is None:
+    print(link.url)
+    if link.expires_at is None:
         print("(no API key exists: auth is off, and the page needs no token)", file=sys.stderr)
     else:
-        print(f"({'write' if args.write else 'read-only'}, tenant {args.tenant}, until "
-              f"{expires}; anyone with the link has this access)", file=sys.stderr)
+        print(f"({'may cancel jobs' if args.write else 'read-only'}, tenant {args.tenant}, "
+              f"until {link.expires_at}, under key {link.key_id}: revoking it ends the link; "
+              "anyone with the link has this access)", file=sys.stderr)
     return 0
 
 
@@ -296,6 +298,8 @@ def parser() -> argparse.ArgumentParser:
                       help="let the page cancel jobs (default: read-only)")
     link.add_argument("--ttl", default="8h",
                       help="how long the link works: 8h, 30m, 90s, up to 24h (default: 8h)")
+    link.add_argument("--key-id", help="the tenant's write key to mint under (default: its "
+                                       "newest named 'dashboard', else its newest)")
     link.add_argument("--base", help="the gateway's address as browsers reach it (default: "
                                      "http://GATEWAY_HOST:GATEWAY_PORT)")
     link.set_defaults(func=_dashboard_url)

@@ -89,7 +89,7 @@ EXPECTED: dict[str, list[str]] = {
         r"<!doctype html>",
         r"(?m)^http://127\.0\.0\.1:\d+/$",
         r"(?m)^http://127\.0\.0\.1:\d+/#token=[\w-]+\.[\w-]+\.[\w-]+$",
-        r"write, tenant acme, until 20\d\d-",
+        r"may cancel jobs, tenant acme, until 20\d\d-.*under key [0-9a-f]{12}",
         r"(?m)^https://status\.example\.com/#token=[\w-]+\.[\w-]+\.[\w-]+$",
         r"\{\"jobs\":\[\],\"next_cursor\":null\}",
     ],

@@ -1,15 +1,18 @@
 """``gateway dashboard-url``: a link to the dashboard with a token in its fragment.
 
 Made as the gateway would mint it, from Redis (the same ``REDIS_URL``): the token is
-signed with the shared secret, for a tenant, read or write, under one of the tenant's
-write keys, so that revoking that key ends the link too (docs/dashboard.md). The token
-rides in the fragment (``/#token=...``), which a browser never sends to a server.
+signed with the shared secret, for a tenant, under one of the tenant's write keys, so that
+revoking that key ends the link too (docs/dashboard.md). The token rides in the fragment
+(``/#token=...``), which a browser never sends to a server. A link that may change jobs
+carries a second token, of scope write (``&write_token=...``), which the page sends only
+in headers: the first, a read token, is the one its URLs carry.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
 
 import redis
 
@@ -36,9 +39,35 @@ def parse_ttl(text: str) -> int:
     return seconds
 
 
+@dataclass(frozen=True)
+class Link:
+    url: str
+    expires_at: str | None  # RFC 3339; None: no key exists, the page needs no token
+    key_id: str | None  # the key it was minted under: revoking it ends the link
+
+
+def _minting_key(client: redis.Redis, tenant: str, key_id: str | None) -> str:
+    """The key to mint under: ``key_id``, else the tenant's newest write key named
+    ``dashboard``, else its newest write key."""
+    live = [record for record in apikeys.records(client)
+            if record.tenant == tenant and record.scope is Scope.WRITE and not record.revoked]
+    if key_id is not None:
+        if key_id not in {record.key_id for record in live}:
+            raise LinkRefused(f"--key-id {key_id}: no live write key of tenant {tenant!r} has "
+                              "this id (gateway keys list)")
+        return key_id
+    if not live:
+        raise LinkRefused(
+            f"tenant {tenant!r} has no write key: a link's token is minted under one, and "
+            f"ends when it is revoked. Create one: gateway keys create --tenant {tenant} "
+            "--scope write --name dashboard")
+    named = [record for record in live if record.name == "dashboard"]
+    return (named or live)[-1].key_id  # the newest (records come oldest first)
+
+
 def dashboard_link(client: redis.Redis, *, tenant: str, write: bool, ttl_seconds: int,
-                   base: str, secret: bytes | None = None) -> tuple[str, str | None]:
-    """The link and its expiry (RFC 3339), or no expiry when no key exists (auth is off)."""
+                   base: str, key_id: str | None = None, secret: bytes | None = None) -> Link:
+    """The link to ``base``'s dashboard for ``tenant``; LinkRefused says why there is none."""
     keys.check_tenant(tenant)
     page = base.rstrip("/") + "/"
     if not client.exists(keys.api_keys_key()):
@@ -46,24 +75,21 @@ def dashboard_link(client: redis.Redis, *, tenant: str, write: bool, ttl_seconds
             raise LinkRefused(
                 f"no API key exists, so auth is off and the gateway shows every request the "
                 f"tenant '{keys.DEFAULT_TENANT}', not {tenant!r}: create a key for it first "
-                f"(gateway keys create --tenant {tenant} --scope write)")
-        return page, None
-    minting = [record for record in apikeys.records(client)
-               if record.tenant == tenant and record.scope is Scope.WRITE
-               and not record.revoked]
-    if not minting:
-        raise LinkRefused(
-            f"tenant {tenant!r} has no write key: a link's token is minted under one, and "
-            f"ends when it is revoked. Create one: gateway keys create --tenant {tenant} "
-            "--scope write --name dashboard")
-    key = minting[-1]  # the newest
+                f"(gateway keys create --tenant {tenant} --scope write --name dashboard)")
+        return Link(page, None, None)
+    minting = _minting_key(client, tenant, key_id)
     if secret is None:
         name = keys.token_secret_key()
         client.set(name, secrets.token_hex(32).encode(), nx=True)  # as the gateway does
         stored = client.get(name)
         assert isinstance(stored, bytes)
         secret = stored
-    token, expires = tokens.mint(secret, Principal(tenant, Scope.WRITE, key.key_id, "key"),
-                                 Scope.WRITE if write else Scope.READ,
-                                 ttl_seconds=ttl_seconds, job_ids=None)
-    return f"{page}#token={token}", rfc3339(expires)
+    principal = Principal(tenant, Scope.WRITE, minting, "key")
+    token, expires = tokens.mint(secret, principal, Scope.READ, ttl_seconds=ttl_seconds,
+                                 job_ids=None)
+    fragment = f"token={token}"
+    if write:
+        changes, _ = tokens.mint(secret, principal, Scope.WRITE, ttl_seconds=ttl_seconds,
+                                 job_ids=None)
+        fragment += f"&write_token={changes}"
+    return Link(f"{page}#{fragment}", rfc3339(expires), minting)

@@ -62,7 +62,8 @@ def wait_rows(page: Page, check: Any, timeout: float = 15) -> dict[str, dict[str
         current = rows(page)
         if check(current):
             return current
-        assert time.monotonic() < deadline, f"the page never got there: {current}"
+        assert time.monotonic() < deadline, (
+            f"the page never got there: {len(current)} rows, {list(current.values())[:5]}")
         time.sleep(0.1)
 
 
@@ -346,21 +347,33 @@ def test_a_read_link_shows_the_tenant_read_only(acme, redis_url: str, page: Page
     wait_rows(page, lambda rows: set(rows) == {"a-queued", "a-running"})
 
 
-def test_a_write_link_cancels(acme, redis_url: str, page: Page) -> None:
-    page.goto(_link(redis_url, acme.url, "--write"))
+def test_a_write_link_cancels_and_keeps_its_write_token_out_of_urls(
+    acme, redis_url: str, watched: Page
+) -> None:
+    page = watched
+    link = _link(redis_url, acme.url, "--write")
+    write_token = link.split("&write_token=")[1]
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.headers.get("authorization", ""))
+            if request.method == "POST" else None)
+    page.goto(link)
     shown = wait_rows(page, lambda rows: len(rows) == 2)
     assert shown["a-queued"]["cancel"] and not page.is_visible("#mode")
     page.click("tr[data-job-id=a-queued] button.cancel")
     wait_rows(page, lambda rows: rows["a-queued"]["status"] == "canceled")
     page.click("tr[data-job-id=a-running] button.cancel")
     wait_rows(page, lambda rows: rows["a-running"]["badge"] == "cancel requested")
+    assert sent == [f"Bearer {write_token}"] * 2
+    urls = page.requested[1:]  # type: ignore[attr-defined]  # (the first is the link)
+    assert urls and not any(write_token in url for url in urls)
+    assert any("access_token=" in url for url in urls)  # the read token, for the stream
 
 
 def test_a_link_that_expires_says_so_and_what_to_do(acme, redis_url: str, page: Page) -> None:
-    page.goto(_link(redis_url, acme.url, "--ttl", "3s"))
+    page.goto(_link(redis_url, acme.url, "--ttl", "6s"))  # 5 to 6 s (exp is whole seconds)
     wait_state(page, "live")
     wait_rows(page, lambda rows: len(rows) == 2)
-    wait_state(page, "expired", timeout=10)
+    wait_state(page, "expired", timeout=12)
     assert page.inner_text("#notice-title") == "Your link expired"
     assert page.inner_text("#notice-command") == "gateway dashboard-url --tenant acme"
     assert len(rows(page)) == 2  # the jobs as they were, still shown
@@ -435,6 +448,8 @@ def test_500_jobs_and_200_updates_a_second_end_true(gateway, redis_url: str, pag
             worker.start(job_id)
         page.goto(f"{gateway.url}/")
         wait_rows(page, lambda rows: len(rows) == 500, timeout=20)
+        # Each row is built once and then changed in place: marked now, kept to the end.
+        page.evaluate("document.querySelectorAll('#rows tr').forEach(tr => tr.kept = true)")
         began = time.monotonic()
         for n in range(1000):  # 200 a second for 5 s, spread over the running jobs
             job_id = running[n % len(running)]
@@ -446,3 +461,73 @@ def test_500_jobs_and_200_updates_a_second_end_true(gateway, redis_url: str, pag
             worker.complete(job_id, file_url=HTTPS)
     shown = wait_true(page, gateway.url, timeout=30)
     assert len(shown) == 500
+    assert page.evaluate("[...document.querySelectorAll('#rows tr')].every(tr => tr.kept)")
+
+
+# -- what makes the page read the list again ----------------------------------------------
+
+def _list_reads(page: Page) -> int:
+    return sum("/v1/jobs?limit=200" in url for url in page.requested)  # type: ignore[attr-defined]
+
+
+def test_a_stream_that_opens_with_a_reset_reads_the_list_once(
+    start_gateway, redis_url: str, watched: Page
+) -> None:
+    page = watched
+    gateway = start_gateway(GATEWAY_STREAM_OPEN_MAX_JOBS="3")
+    with SyncWorker.from_url(redis_url) as worker:
+        for n in range(6):
+            worker.create(f"busy-{n}")
+            worker.start(f"busy-{n}")
+        page.goto(f"{gateway.url}/")
+        wait_true(page, gateway.url)
+        worker.progress("busy-0", 50)  # and it is live
+        wait_rows(page, lambda rows: rows["busy-0"]["percent"] == 50)
+    assert _list_reads(page) == 1
+
+
+def test_a_redis_that_lost_its_data_leaves_no_stale_row(start_gateway, watched: Page) -> None:
+    page = watched
+    with EmbeddedRedis() as server:  # keeps nothing: a restart comes back empty
+        gateway = start_gateway(server.url, GATEWAY_RETRY_MS="300")
+        with SyncWorker.from_url(server.url) as worker:
+            _before(worker)
+            page.goto(f"{gateway.url}/")
+            wait_true(page, gateway.url)
+        server.stop()
+        server.start()
+        # Nothing tells the page but the stream's end: the reconnect finds no position to
+        # resume from and opens with the jobs not ended, here none.
+        assert wait_true(page, gateway.url, timeout=30) == {}
+        with SyncWorker.from_url(server.url) as worker:
+            worker.create("after")
+            shown = wait_true(page, gateway.url)
+    assert set(shown) == {"after"}
+
+
+def test_older_jobs_load_on_demand(gateway, redis_url: str, page: Page) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        for n in range(650):  # ended: the stream opens with none of them, the list has all
+            worker.create(f"old-{n:03d}")
+            worker.request_cancel(f"old-{n:03d}")
+    page.goto(f"{gateway.url}/")
+    wait_rows(page, lambda rows: len(rows) == 600)  # three pages of 200: 500 or more
+    assert page.is_visible("#older")
+    page.click("#older")
+    wait_rows(page, lambda rows: len(rows) == 650)
+    assert not page.is_visible("#older")
+    wait_true(page, gateway.url)
+
+
+def test_offline_then_online_comes_back_live(gateway, redis_url: str, page: Page) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("net")
+        worker.start("net")
+        page.goto(f"{gateway.url}/")
+        wait_state(page, "live")
+        page.context.set_offline(True)
+        wait_state(page, "offline")
+        worker.progress("net", 40)
+        page.context.set_offline(False)
+        wait_state(page, "live", timeout=20)
+        wait_rows(page, lambda rows: rows["net"]["percent"] == 40)

@@ -1,8 +1,12 @@
-// The page's credential: a token from the link's fragment (#token=...), which never
-// reaches a server or its logs. It moves to sessionStorage (this tab only) and the address
-// bar loses it, so that a screenshot or a shared screen does not show it; a reload keeps it.
+// The page's credentials: a token from the link's fragment (#token=...), which never
+// reaches a server or its logs, and for a link that may change jobs a second one
+// (&write_token=...) that goes only in Authorization headers, never in a URL: the URLs of
+// the stream and of download links carry the first, a read token, so that a URL copied
+// from the page, a proxy's log or the history cannot cancel anything. They move to
+// sessionStorage (this tab only) and the address bar loses them, so that a screenshot or a
+// shared screen does not show them; a reload keeps them.
 
-const STORE = "gateway-dashboard-token";
+const STORE = "gateway-dashboard-tokens";
 
 function claimsOf(token) {
   // The payload is read for display and for what to offer (read-only, expiry): the
@@ -20,8 +24,9 @@ function claimsOf(token) {
 }
 
 export class Access {
-  constructor(token) {
+  constructor(token, writeToken = null) {
     this.token = token || null;
+    this.writeToken = writeToken || null;
     const claims = this.token ? claimsOf(this.token) : null;
     this.readable = !this.token || claims !== null;
     this.tenant = claims && typeof claims.tenant === "string" ? claims.tenant : null;
@@ -32,26 +37,29 @@ export class Access {
 
   static fromPage() {
     const fragment = new URLSearchParams(location.hash.slice(1));
-    let token = fragment.get("token");
-    if (token) {
-      try { sessionStorage.setItem(STORE, token); } catch { /* private mode: keep it in memory */ }
+    let tokens = {token: fragment.get("token"), write: fragment.get("write_token")};
+    if (tokens.token) {
+      try { sessionStorage.setItem(STORE, JSON.stringify(tokens)); } catch { /* in memory */ }
       history.replaceState(null, "", location.pathname + location.search);
     } else {
-      try { token = sessionStorage.getItem(STORE); } catch { token = null; }
+      try { tokens = JSON.parse(sessionStorage.getItem(STORE)) || {}; } catch { tokens = {}; }
     }
-    return new Access(token);
+    return new Access(tokens.token, tokens.write);
   }
 
   // Without a token the gateway decides: with auth off every request may change things.
-  get canWrite() { return this.token === null || this.scope === "write"; }
+  get canWrite() {
+    return this.token === null || this.writeToken !== null || this.scope === "write";
+  }
 
   get expired() { return this.expiresAt !== null && this.expiresAt <= Date.now(); }
 
-  // JSON requests and changes: the token as a Bearer header (a token in a URL is
-  // accepted for reads only).
+  // JSON requests and changes: a Bearer header (a token in a URL is accepted for reads
+  // only).
   headers() {
     const headers = {"Accept": "application/json"};
-    if (this.token) headers["Authorization"] = `Bearer ${this.token}`;
+    const token = this.writeToken || this.token;
+    if (token) headers["Authorization"] = `Bearer ${token}`;
     return headers;
   }
 

@@ -24,10 +24,21 @@ export class Feed {
   }
 
   start() {
-    addEventListener("offline", () => this._say("offline"));
+    addEventListener("offline", () => {
+      if (!this.stopped) this._say("offline");
+    });
     addEventListener("online", () => {
       if (this.stopped) return;
-      if (this.source === null || this.source.readyState === EventSource.CLOSED) this._open();
+      const source = this.source;
+      if (source === null || source.readyState === EventSource.CLOSED) {
+        this._open();
+      } else if (source.readyState === EventSource.OPEN) {
+        clearTimeout(this._offlineTimer);
+        this._offlineTimer = null;
+        this._say("live"); // the connection outlived the blip
+      } else {
+        this._say("reconnecting");
+      }
     });
     this._say("connecting");
     this._open();

@@ -1,11 +1,13 @@
 // The dashboard: the tenant's jobs, live.
 //
-// History comes from the JSON list, read once the stream is open (so that nothing that
-// happens between the two is missed: every change after the stream's position arrives on
-// it, and the list read afterwards holds everything before). Events that come while the
-// list loads wait for it. After a dropped connection the stream resumes from the last
-// event id and sends again exactly what changed; a `reset` event, or events of another
-// Redis data set (the epoch in their ids changed), make the page read the list again.
+// The jobs come from the JSON list, read each time the stream opens, after it opened: every
+// change after the stream's position arrives on it, and the list read afterwards holds
+// everything before, so nothing falls between the two. Events that come while the list
+// loads wait for it. A reconnect resumes from the last event id, and the list is read
+// again anyway: a stream that could not resume (Redis lost its data, or was restored from
+// an older copy) opens with the jobs that have not ended and nothing else, which the page
+// could not tell from a resume. A `reset` event, or events of another Redis data set (the
+// epoch in their ids), make the page read the list again too.
 
 import {Access} from "./access.js";
 import {Feed} from "./feed.js";
@@ -15,10 +17,14 @@ import {Table} from "./table.js";
 
 const HISTORY = 500; // jobs read at start; "Load older jobs" reads more
 const PAGE = 200; // the list's largest page
+const MAX_WAITING = 20_000; // events held while the list loads; past it, read it again
+const TENANT = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const $ = (id) => document.getElementById(id);
 
 const access = Access.fromPage();
 let loading = null; // events that came while the list loads, or null
+let again = false; // read the list once more when this read is done
+let generation = 0; // one more each time the list replaces what the page holds
 let epoch = null;
 let cursor = null; // where older history continues
 let feed = null;
@@ -54,8 +60,10 @@ function showState(state) {
 }
 
 function newLinkCommand() {
-  const tenant = access.tenant || "NAME";
-  return `gateway dashboard-url --tenant ${tenant}${access.scope === "write" ? " --write" : ""}`;
+  // The claims are not verified here: only a tenant name as the gateway allows it is shown.
+  const tenant = access.tenant && TENANT.test(access.tenant) ? access.tenant : "NAME";
+  const write = access.writeToken !== null || access.scope === "write";
+  return `gateway dashboard-url --tenant ${tenant}${write ? " --write" : ""}`;
 }
 
 function notice(title, text, command) {
@@ -126,14 +134,23 @@ async function readHistory() {
 }
 
 // Read the list again and start over from it; the events meanwhile wait, then apply.
+// Asked while a read is under way (whose request may have gone out before the moment it
+// is asked for), it reads once more after that one.
 async function resync() {
-  if (loading !== null) return; // a read is under way: it is after this moment too
+  if (loading !== null) {
+    again = true;
+    return;
+  }
   loading = [];
+  $("older").disabled = true;
   for (let attempt = 0; ; attempt += 1) {
+    again = false;
     try {
       const {jobs, next} = await readHistory();
       if (loading === null) return; // stopped meanwhile
+      if (again) continue;
       store.replace(jobs);
+      generation += 1;
       cursor = next;
       $("older").hidden = !cursor;
       break;
@@ -142,19 +159,31 @@ async function resync() {
         refused(error.status);
         return;
       }
+      if (loading === null) return;
       say("Could not read the jobs from the gateway; trying again…");
+      showState("reconnecting");
       await new Promise((done) => setTimeout(done, Math.min(1000 * 2 ** attempt, 15_000)));
       if (loading === null) return;
     }
   }
   say("");
+  if (feed && feed.source && feed.source.readyState === EventSource.OPEN) showState("live");
   const waiting = loading;
   loading = null;
-  for (const [name, data, id] of waiting) handle(name, data, id);
+  $("older").disabled = false;
+  for (const [name, data, id] of waiting) {
+    // A reset comes only as a stream opens, and this read began after that: it is done.
+    if (name !== "reset") handle(name, data, id);
+  }
 }
 
 function handle(name, data, id) {
   if (loading !== null) {
+    if (loading.length >= MAX_WAITING) {
+      // The list read after this moment holds all of these: drop them, read again.
+      loading.length = 0;
+      again = true;
+    }
     loading.push([name, data, id]);
     return;
   }
@@ -216,9 +245,11 @@ async function cancel(id, button) {
 
 async function older() {
   const button = $("older");
+  const from = generation;
   button.disabled = true;
   try {
     const page = await getJson(listUrl(PAGE, cursor));
+    if (from !== generation || loading !== null) return; // the list was read again meanwhile
     for (const job of page.jobs) store.offer(job);
     cursor = page.next_cursor;
     button.hidden = !cursor;
@@ -226,7 +257,7 @@ async function older() {
     if (error instanceof Refused) refused(error.status);
     else say("Could not read older jobs; try again.");
   } finally {
-    button.disabled = false;
+    button.disabled = loading !== null;
   }
 }
 
@@ -253,10 +284,7 @@ function start() {
       if (lastId) params.set("last_event_id", lastId);
       return access.withToken("v1/jobs", params);
     },
-    // A stream opened without an id starts afresh: read the list (once it is open).
-    onOpen: () => {
-      if (feed.lastId === null) resync();
-    },
+    onOpen: () => resync(),
     onEvent: handle,
     onState: showState,
     probe,
