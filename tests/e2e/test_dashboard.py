@@ -114,11 +114,45 @@ def watched(page: Page) -> Iterator[Page]:
     yield page
 
 
+class Auth:
+    """How a test's page gets in: with auth off, or (auth on) by a read-only link of
+    ``gateway dashboard-url`` for the tenant acme."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        self.tenant = "acme" if on else "default"
+        self.key: str | None = None
+        self.redis_url = ""
+
+    def bind(self, redis_url: str) -> Auth:
+        """Use this Redis (with a write key of acme's in it, when auth is on)."""
+        self.redis_url = redis_url
+        if self.on:
+            with redis.Redis.from_url(redis_url) as client:
+                self.key, _ = apikeys.create(client, "acme", Scope.WRITE, "dashboard")
+        return self
+
+    def worker(self) -> SyncWorker:
+        return SyncWorker.from_url(self.redis_url, tenant=self.tenant)
+
+    def page_url(self, gateway: Any) -> str:
+        return _link(self.redis_url, gateway.url) if self.on else f"{gateway.url}/"
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else None
+
+
+@pytest.fixture(params=[False, True], ids=["auth off", "read link"])
+def auth(request: pytest.FixtureRequest, redis_url: str) -> Auth:
+    return Auth(request.param).bind(redis_url)
+
+
 def test_history_then_live_changes_downloads_and_errors(
-    gateway, redis_url: str, watched: Page
+    gateway, auth: Auth, watched: Page
 ) -> None:
     page = watched
-    with SyncWorker.from_url(redis_url) as worker:
+    with auth.worker() as worker:
         worker.create("done", conversion={"source_format": "docx", "target_format": "pdf",
                                           "original_filename": "report.docx"})
         worker.start("done")
@@ -128,7 +162,7 @@ def test_history_then_live_changes_downloads_and_errors(
         worker.fail("broken", "ffmpeg.invalid_input", "Invalid data found when processing input")
         worker.create("waiting")
 
-        page.goto(f"{gateway.url}/")
+        page.goto(auth.page_url(gateway))
         wait_state(page, "live")
         shown = wait_rows(page, lambda rows: len(rows) == 3)
         assert shown["done"]["badge"] == "completed" and shown["done"]["percent"] == 100
@@ -137,7 +171,9 @@ def test_history_then_live_changes_downloads_and_errors(
         assert shown["broken"]["badge"] == "failed"
         assert "ffmpeg.invalid_input" in shown["broken"]["details"]
         assert "Invalid data found" in shown["broken"]["details"]
-        assert shown["waiting"]["badge"] == "queued" and shown["waiting"]["cancel"]
+        assert shown["waiting"]["badge"] == "queued"
+        assert shown["waiting"]["cancel"] is not auth.on  # a read link cancels nothing
+        assert page.is_visible("#mode") is auth.on
         assert not shown["done"]["cancel"] and not shown["broken"]["cancel"]
 
         # The download link goes through the gateway: 307 to the output's URL.
@@ -173,7 +209,7 @@ def test_history_then_live_changes_downloads_and_errors(
                                   "aria-pressed") == "true"
         page.click("#filters button[data-status='']")
         assert not any(row["hidden"] for row in rows(page).values())
-    wait_true(page, gateway.url)
+    wait_true(page, gateway.url, auth.headers)
     assert page.errors == []  # type: ignore[attr-defined]
     # Everything came from the gateway itself: no CDN, nothing from outside.
     assert all(url.startswith(gateway.url) for url in page.requested)  # type: ignore[attr-defined]
@@ -261,14 +297,14 @@ def _before(worker: SyncWorker) -> None:
 
 
 def test_a_gateway_restart_shows_reconnecting_then_the_truth(
-    start_gateway, redis_url: str, page: Page
+    start_gateway, auth: Auth, page: Page
 ) -> None:
     gateway = start_gateway(GATEWAY_RETRY_MS="300", GATEWAY_HEARTBEAT_SECONDS="1")
-    with SyncWorker.from_url(redis_url) as worker:
+    with auth.worker() as worker:
         _before(worker)
-        page.goto(f"{gateway.url}/")
+        page.goto(auth.page_url(gateway))
         wait_state(page, "live")
-        wait_true(page, gateway.url)
+        wait_true(page, gateway.url, auth.headers)
         assert gateway.terminate() == 0
         wait_state(page, "reconnecting", "offline")
         _changes_meanwhile(worker)
@@ -276,34 +312,36 @@ def test_a_gateway_restart_shows_reconnecting_then_the_truth(
         assert state(page) in ("reconnecting", "offline")
         again = start_gateway(port=gateway.port, GATEWAY_RETRY_MS="300")
         wait_state(page, "live", timeout=20)
-        shown = wait_true(page, again.url)
+        shown = wait_true(page, again.url, auth.headers)
         assert "ended" not in shown and shown["new"]["status"] == "running"
         worker.progress("r3", 90)  # and it is live again
         wait_rows(page, lambda rows: rows["r3"]["percent"] == 90)
 
 
 def test_a_gateway_that_answers_503_meanwhile_is_retried_from_the_last_event(
-    start_gateway, page: Page
+    start_gateway, auth: Auth, page: Page
 ) -> None:
     """Restarted while Redis is down, the gateway answers 503: EventSource gives up for
     good on an HTTP error, and the page opens a new one at its last event id."""
     with EmbeddedRedis(persistent=True) as server:
+        auth.bind(server.url)
         gateway = start_gateway(server.url, GATEWAY_RETRY_MS="300")
-        with SyncWorker.from_url(server.url) as worker:
+        with auth.worker() as worker:
             _before(worker)
-            page.goto(f"{gateway.url}/")
-            wait_true(page, gateway.url)
+            page.goto(auth.page_url(gateway))
+            wait_true(page, gateway.url, auth.headers)
             assert gateway.terminate() == 0
             server.stop()
             again = start_gateway(server.url, port=gateway.port, ready=False,
                                   GATEWAY_RETRY_MS="300")
-            assert httpx.get(f"{again.url}/v1/jobs", timeout=10).status_code == 503
+            assert httpx.get(f"{again.url}/v1/jobs", headers=auth.headers,
+                             timeout=10).status_code == 503
             wait_state(page, "reconnecting", "offline")
             time.sleep(2)  # the page's own retries meet 503 too
             server.start()
             _changes_meanwhile(worker)
             wait_state(page, "live", timeout=30)
-            wait_true(page, again.url)
+            wait_true(page, again.url, auth.headers)
 
 
 # -- auth --------------------------------------------------------------------------------
