@@ -63,9 +63,12 @@ from bench.readings import READINGS
 from bench.scenarios import SCENARIOS, memory_probe
 
 HERE = Path(__file__).parent
-# The gateway last: its profile round can follow. The baseline (--baseline) right before
-# it, so that the two builds are measured back to back.
-ORDER = ("nchan", "pushpin", "naive", "floor", "baseline", "gateway")
+# Each column's class: what it serves (Contender.scenarios) decides where it runs. In the
+# order they run: the gateway last, so that its profile round can follow; the baseline
+# (--baseline) right before it, so that the two builds are measured back to back.
+KINDS: dict[str, type[Contender]] = {"nchan": Nchan, "pushpin": Pushpin, "naive": Naive,
+                                     "floor": Floor, "baseline": Baseline, "gateway": Gateway}
+ORDER = tuple(KINDS)
 CONTENDERS = ("nchan", "pushpin", "naive", "floor", "gateway")  # the default of --contenders
 _CLIENT_RESERVE = 200
 
@@ -79,7 +82,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--contenders", default=",".join(CONTENDERS),
                         help="comma-separated subset of gateway,naive,nchan,pushpin,floor (with "
-                             "--baseline, baseline is added; gateway must be in it)")
+                             "--baseline, baseline is added; gateway must be in it); each "
+                             "runs in the scenarios it serves (dashboard: the gateway only)")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; quick 1)")
     parser.add_argument("--profile", choices=("unmet", "all", "none"),
                         help="py-spy round of the gateway for scenarios whose goal is unmet "
@@ -209,8 +213,8 @@ async def _run(args: argparse.Namespace, baseline: Source | None = None) -> int:
         for scenario in args.scenarios:
             results[scenario] = {}
             for column in (c for c in ORDER if c in contenders):
-                if column == "floor" and scenario not in Floor.scenarios:
-                    continue
+                if scenario not in KINDS[column].scenarios:
+                    continue  # e.g. the floor in fan-out; all but the gateway in dashboard
                 make = _factory(column, plan, workdir, scenario, baseline)
                 await _measure(bench, scenario, make, plan.rounds, column, results[scenario])
                 if scenario == "throughput" and column == "gateway":
@@ -288,10 +292,17 @@ def _write(args: argparse.Namespace, plan: Plan, out: Path, results: dict[str, A
     command = "scripts/bench" + (" --quick" if plan.quick else "")
     if baseline is not None:
         command += f" --baseline {baseline.ref}"
+    machine = _machine(bench.wrk)
+    # Which machine measured each scenario: a partial run on another machine keeps the
+    # others' numbers, and RESULTS.md must not credit them to this one.
+    before = previous.get("meta", {})
+    machines = {**{s: before.get("machine", {}).get("machine", "?")
+                   for s in previous.get("scenarios", {})},
+                **before.get("machines", {}), **{s: machine["machine"] for s in results}}
     meta = {"command": command,
             "finished": finished, "mode": "quick" if plan.quick else "full",
-            "elapsed_s": elapsed, "machine": _machine(bench.wrk), "plan": dataclasses.asdict(plan),
-            "measured_at": measured_at, "ran": list(results)}
+            "elapsed_s": elapsed, "machine": machine, "machines": machines,
+            "plan": dataclasses.asdict(plan), "measured_at": measured_at, "ran": list(results)}
     if baselines:  # which build the baseline column is, per scenario
         meta["baseline"] = {s: baselines[s] for s in merged if s in baselines}
     document = {"meta": meta, "measured_at": measured_at, "summary": rows, "scenarios": merged,
@@ -316,8 +327,11 @@ def _update_readme(meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         return
     head, rest = text.split(_TABLE_START, 1)
     _, tail = rest.split(_TABLE_END, 1)
-    body = (f"\n_From `{meta['command']}`, {meta['finished']}; details and profiles in "
-            f"[bench/RESULTS.md](bench/RESULTS.md)._\n\n{report.table(rows)}\n")
+    mixed = len(set(meta.get("measured_at", {}).values())) > 1
+    body = (f"\n_From `{meta['command']}`, {meta['finished']}"
+            f"{' (some scenarios from earlier runs)' if mixed else ''}; when and where each "
+            f"was measured, details and profiles in [bench/RESULTS.md](bench/RESULTS.md)._"
+            f"\n\n{report.table(rows)}\n")
     README.write_text(head + _TABLE_START + body + _TABLE_END + tail)
     print("bench: updated the table in README.md", file=sys.stderr)
 
@@ -360,6 +374,7 @@ def _unmet(rows: list[dict[str, Any]], results: dict[str, Any],
             extra = {k: median([m[k] for m in per_round if k in m])
                      for k in (per_round[0] if per_round else {})
                      if k.startswith(("client_cpu", "server_cpu", "redis_cpu", "grip_cpu",
+                                      "browser_cpu", "driver_cpu", "publisher_cpu",
                                       "publish_per_s", "server_us_per_stream", "missing"))}
             if extra:
                 context.append(f"{column}: " + ", ".join(f"{k} {report.fmt(v)}"

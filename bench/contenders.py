@@ -35,6 +35,9 @@ from gateway.embedded import EmbeddedRedis, free_port
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 NCHAN_TEMPLATE = Path(__file__).with_name("nchan.conf")
 _FD_RESERVE = 200  # descriptors a server (or the bench) needs besides its streams
+# The scenarios of job streams (bench/scenarios.py): every contender serves them unless
+# its class says otherwise. The dashboard (bench/dashboard.py) is the gateway's own.
+STREAMS = frozenset({"idle", "heartbeat", "fanout", "throughput", "latency", "json", "burst"})
 
 
 def fd_limit() -> int:
@@ -148,6 +151,7 @@ class Contender:
     name = "?"
     column = "?"  # which column of the results table it fills
     backend_name = "redis"  # what backend_pids() are: names their metrics (redis_kib, ...)
+    scenarios = STREAMS  # the scenarios it can serve: the bench skips it in the others
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -244,6 +248,7 @@ class _WithRedis(Contender):
 
 class Gateway(_WithRedis):
     column = "gateway"
+    scenarios = STREAMS | {"dashboard"}  # the page at / (so has a baseline that serves it)
 
     def __init__(self, workdir: Path, processes: int = 1, heartbeat: float | None = None,
                  memprobe: Path | None = None, env: dict[str, str] | None = None,

@@ -40,6 +40,11 @@ class Plan:
     burst_watchers: int = 300
     burst_updates: int = 3000
     burst_probe_every: float = 0.005  # seconds between /healthz requests during a burst
+    dashboard_jobs: int = 500  # on the page, half of them running
+    dashboard_rate: float = 200.0  # updates per second, spread over the running jobs
+    dashboard_seconds: float = 10.0  # the loaded window
+    dashboard_idle_seconds: float = 3.0  # the idle window before it
+    dashboard_warmup_seconds: float = 1.0  # updates before the idle window, not measured
     open_concurrency: int = 100
     open_timeout: float = 120.0
     drain_timeout: float = 120.0
@@ -52,7 +57,7 @@ class Plan:
                    heartbeat_streams=1000, heartbeat_seconds=2.0, heartbeat_windows=2,
                    fanout_watchers=200, fanout_updates=20, throughput_jobs=200,
                    throughput_updates=10_000, latency_updates=200, json_seconds=2.0,
-                   burst_watchers=100, burst_updates=1000,
+                   burst_watchers=100, burst_updates=1000, dashboard_seconds=5.0,
                    open_timeout=30.0, drain_timeout=30.0)
 
 

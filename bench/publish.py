@@ -20,7 +20,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -78,9 +78,11 @@ def forget() -> None:
 # -- setup ----------------------------------------------------------------------------
 
 
-def setup(target: Target, job_ids: list[str], *, running: bool) -> None:
+def setup(target: Target, job_ids: list[str], *, running: bool,
+          conversion: dict[str, str] | None = None) -> None:
     """Make the jobs exist: created (and started) in Redis, or a first message in nchan
-    (pushpin: nothing to do)."""
+    (pushpin: nothing to do). ``conversion``: what the jobs convert (Redis only; the
+    dashboard shows it), none by default. A job that exists already is only started."""
     if target.kind == "pushpin":
         return  # a channel needs no creating; the GRIP backend opens with the b0 snapshot
     if target.kind == "nchan":
@@ -88,7 +90,7 @@ def setup(target: Target, job_ids: list[str], *, running: bool) -> None:
         return
     client = _worker(target.address).client
     sha = client.script_load(changes.SCRIPT)
-    ops: list[tuple[str, dict[str, object]]] = [("create", {"conversion": {}})]
+    ops: list[tuple[str, dict[str, object]]] = [("create", {"conversion": conversion or {}})]
     if running:
         ops.append(("start", {"phase": "b0"}))
     for op, payload in ops:
@@ -142,6 +144,30 @@ def update(target: Target, job_id: str, k: int) -> int:
 
 def paced(target: Target, job_id: str, first: int, count: int, rate: float) -> list[int]:
     """``count`` updates at ``rate`` per second (no catch-up burst after a late one)."""
+    return _paced(lambda k: update(target, job_id, k), first, count, rate)
+
+
+def spread(target: Target, job_ids: list[str], first: int, count: int,
+           rate: float) -> list[int]:
+    """``count`` updates at ``rate`` per second, round robin over ``job_ids`` (Redis only):
+    update ``k`` goes to ``job_ids[k % len(job_ids)]``, with phase ``"b<k>"`` and percent
+    ``k / 100`` (at most 99), so that a job's percent only grows. Returns the publisher's
+    clock just before each call (ns, CLOCK_REALTIME)."""
+    if target.kind != "redis":
+        raise ValueError(f"spread publishes through the worker library, not to {target.kind}")
+    worker = _worker(target.address)
+
+    def one(k: int) -> int:
+        t0 = time.time_ns()
+        worker.progress(job_ids[k % len(job_ids)], min(99.0, k / 100), phase=f"b{k}")
+        return t0
+
+    return _paced(one, first, count, rate)
+
+
+def _paced(call: Callable[[int], int], first: int, count: int, rate: float) -> list[int]:
+    """``call(k)`` for ``k`` from ``first``, ``rate`` times per second; a late call is not
+    made up for with a burst. Returns what each call returned."""
     stamps: list[int] = []
     interval = 1.0 / rate
     next_at = time.monotonic()
@@ -149,7 +175,7 @@ def paced(target: Target, job_id: str, first: int, count: int, rate: float) -> l
         delay = next_at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        stamps.append(update(target, job_id, k))
+        stamps.append(call(k))
         next_at = max(next_at + interval, time.monotonic() - interval)
     return stamps
 

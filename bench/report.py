@@ -86,6 +86,28 @@ ROWS = [
     Row("burst", "healthz_p99_ms", "GET /healthz during the burst p99", "ms"),
     Row("burst", "healthz_max_ms", "GET /healthz during the burst max", "ms"),
     Row("burst", "cpu_s", "server CPU over the burst", "s"),
+    # The page at / (bench/dashboard.py): the gateway only, as no other contender has one.
+    Row("dashboard", "frame_p50_ms", "frame interval under load p50 (500 jobs, 200 updates/s)",
+        "ms"),
+    Row("dashboard", "frame_p99_ms", "frame interval under load p99", "ms",
+        Goal("≤ 50 ms", "<=", 50.0)),
+    Row("dashboard", "idle_frame_p50_ms", "frame interval idle p50 (the same page, no updates)",
+        "ms"),
+    Row("dashboard", "idle_frame_p99_ms", "frame interval idle p99", "ms"),
+    Row("dashboard", "frame_p99_ratio", "frame interval p99, loaded / idle", "x"),
+    Row("dashboard", "longtasks_per_10s", "long tasks (over 50 ms) under load, per 10 s", ""),
+    Row("dashboard", "longtask_ms_per_10s", "time in long tasks under load, per 10 s", "ms"),
+    Row("dashboard", "latency_p50_ms", "update → drawn on the page p50", "ms"),
+    Row("dashboard", "latency_p99_ms", "update → drawn on the page p99", "ms",
+        Goal("≤ 250 ms", "<=", 250.0)),
+    Row("dashboard", "missing_final", "share of jobs whose last update never showed", "",
+        Goal("0", "<=", 0.0)),
+    Row("dashboard", "publish_per_s", "updates published/s (paced at 200)", "/s"),
+    Row("dashboard", "server_cpu", "gateway CPU under load (% of a core)", "%"),
+    Row("dashboard", "browser_cpu", "chromium CPU under load, all its processes (% of a core)",
+        "%"),
+    Row("dashboard", "renderer_cpu", "of which its renderer, the page's process (% of a core)",
+        "%"),
 ]
 
 def fmt(value: float | None) -> str:
@@ -272,6 +294,27 @@ METHOD = """\
   receive time of the answer's end. CPU = the server's user+system seconds over the same
   span (Redis apart). The goal, bounded /healthz latency during a burst, has no number to
   check against.
+- **dashboard** (the gateway only: no other contender has a page): the page at `/` in
+  Debian's chromium, headless, driven by Playwright (a fresh browser context per round,
+  viewport 1280x900), with 500 jobs of one tenant, half of them running, once its table
+  shows all 500 rows. Through Playwright's `evaluate` the bench installs in the page a
+  `requestAnimationFrame` loop (frame interval = between successive frames' start times),
+  a `PerformanceObserver` of `longtask` entries (main-thread tasks over 50 ms) and a
+  `MutationObserver` on the table's body that notes, with `Date.now()`, when each
+  update's marker (its phase, `b<k>`, in the row's "<pct>% · <phase>") first shows: the
+  frame in which the page drew it, before that frame's layout and paint. After 1 s of
+  updates as a warm-up: an idle window of 3 s (no updates), then the loaded window, 10 s
+  of updates paced at 200/s round robin over the 250 running jobs (`SyncWorker.progress`
+  from the publisher process, each stamped with its clock just before the call, the
+  same clock as the page's). Latency = that stamp → drawn, over the updates drawn; the
+  page keeps a job's latest snapshot per frame and may skip an update when a later one of
+  the job comes first, so only each job's last update must show (within 5 s of the last
+  call; else counted in `missing_final`). Long tasks per 10 s of the loaded window. CPU
+  in % of a core over the loaded window: the gateway, chromium (all its processes, and
+  apart its renderer, which runs the page: script, style, layout, paint), and in
+  results.json Redis, Playwright's driver (Playwright turns on the DevTools protocol's
+  network events, so the stream's traffic reaches it too), the publisher, and the same
+  over the idle window (`idle_*`): all of them share the machine's cores.
 - **pushpin** (Debian's pushpin, condure, zurl) holds the streams; a GRIP backend
   (`bench/grip_backend.py`, one asyncio process) opens each with `Grip-Hold: stream`, its
   job's channel, a `Grip-Keep-Alive` as long as the others' heartbeat and the opening
@@ -339,6 +382,9 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], notes: list[str],
            "others): " + ", ".join(
             f"{k} {v}" for k, v in meta["measured_at"].items()), ""]
           if len(set(meta.get("measured_at", {}).values())) > 1 else []),
+        *(["Scenarios measured on different machines (compare ratios, not figures, across "
+           "them): " + "; ".join(f"{k} on {v}" for k, v in meta["machines"].items()), ""]
+          if len(set(meta.get("machines", {}).values())) > 1 else []),
         table(rows),
         "",
         "## Set-up",

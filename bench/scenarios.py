@@ -1,5 +1,7 @@
-"""The seven scenarios (README, Benchmarks). Each runs its rounds against one
-contender.
+"""The seven scenarios of job streams (README, Benchmarks), and the registry of all of
+them, with the dashboard's (bench/dashboard.py). Each runs its rounds against one
+contender: the bench runs a contender only in the scenarios it serves
+(``Contender.scenarios``).
 
 A scenario gets a factory for the contender and returns one dict of metrics per round.
 Servers are started fresh where state would carry over (idle streams: resident memory
@@ -22,6 +24,7 @@ from typing import Any
 
 from bench import publish
 from bench.contenders import Contender, Gateway
+from bench.dashboard import dashboard
 from bench.loadgen import Probe, Swarm, http_load
 from bench.measure import CpuWindow, percentile, rss_bytes, settle
 from bench.plan import Bench
@@ -546,4 +549,5 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": latency,
     "json": json_snapshots,
     "burst": burst,
+    "dashboard": dashboard,
 }
