@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import logging
 import os
 import socket
 import sys
@@ -109,6 +110,11 @@ def serve(launch: Launch) -> int:
         if refusal is not None and not _any_key(redis_url):
             _say(f"refusing to start: {refusal}")
             return 2
+        if settings.port:
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            logging.getLogger("gateway.launch").info(
+                "the dashboard: http://%s:%d/ (once a key exists, open it with a link of "
+                "gateway dashboard-url)", host, settings.port)
         options = {"host": settings.host, "port": settings.port,
                    "log_level": settings.log_level,
                    "log_config": None,  # logs.configure did it: JSON lines, our access log

@@ -190,3 +190,7 @@ def test_workers_that_cannot_start_stop_the_command_with_exit_3(redis_url: str,
                    PYTHONPATH=str(tmp_path))
     assert result.returncode == 3, result.stderr[-2000:]
     assert "not a loopback address" in result.stderr
+
+
+def test_the_start_says_where_the_dashboard_is(gateway) -> None:
+    assert f'"msg": "the dashboard: {gateway.url}/ ' in gateway.output()
