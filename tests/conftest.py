@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from gateway.embedded import EmbeddedRedis, free_port
 
@@ -137,3 +138,25 @@ def start_gateway(redis_url: str) -> Iterator[type]:
 @pytest.fixture
 def gateway(start_gateway: type) -> GatewayProcess:
     return start_gateway(GATEWAY_HEARTBEAT_SECONDS="0.5")  # type: ignore[no-any-return]
+
+
+# A real browser for the browser tests: Debian's chromium, driven by Playwright (never a
+# downloaded browser build).
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                             args=BROWSER_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    page = browser.new_page()
+    yield page
+    page.close()
