@@ -41,9 +41,8 @@ def register(worker: SyncWorker, job_id: str) -> None:
 
 def run(worker: SyncWorker, job_id: str) -> None:
     register(worker, job_id)
-    print(f"job {job_id}: created; starting in 3 s "
-          f"(curl -N -H 'Accept: text/event-stream' http://127.0.0.1:8000/v1/jobs/{job_id})",
-          flush=True)
+    say(f"job {job_id}: created; starting in 3 s "
+        f"(curl -N -H 'Accept: text/event-stream' http://127.0.0.1:8000/v1/jobs/{job_id})")
     time.sleep(3)
     worker.start(job_id, phase=PHASES[0][0])
     for phase, start, end in PHASES:
@@ -57,7 +56,14 @@ def run(worker: SyncWorker, job_id: str) -> None:
         content_type="application/pdf",
         file_size_bytes=612345,
     )
-    print(f"job {job_id}: {snapshot['status']} (version {snapshot['version']})", flush=True)
+    say(f"job {job_id}: {snapshot['status']} (version {snapshot['version']})")
+
+
+def say(line: str) -> None:
+    # One write per line: beside a client printing to the same terminal, a line of ours
+    # never lands in the middle of one of its lines, or the other way round.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def main() -> int:
