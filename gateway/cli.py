@@ -200,8 +200,12 @@ def _demo(args: argparse.Namespace) -> int:
         if wrong:
             print(f"gateway demo: {name} must be {rule}", file=sys.stderr)
             return 2
-    return run(Options(rate=args.rate, workers=args.workers, duration=args.duration),
-               args.port)
+    options = Options(rate=args.rate, workers=args.workers, duration=args.duration)
+    if args.only_workers:
+        from gateway.demo import workers
+
+        return workers.run(options, args.tenant)
+    return run(options, args.port)
 
 
 def _dashboard_url(args: argparse.Namespace) -> int:
@@ -290,6 +294,11 @@ def parser() -> argparse.ArgumentParser:
                       help="simulated workers running jobs at once (default: 6)")
     demo.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
                       help="stop after this long (default: 0, until Ctrl-C or SIGTERM)")
+    demo.add_argument("--only-workers", action="store_true",
+                      help="only the simulated workers, on the Redis of REDIS_URL, for "
+                           "gateways that run elsewhere")
+    demo.add_argument("--tenant", default=DEFAULT_TENANT,
+                      help=f"with --only-workers: their jobs' tenant (default: {DEFAULT_TENANT})")
     demo.set_defaults(func=_demo)
     link = sub.add_parser("dashboard-url", help="print a link to the dashboard that carries "
                                                 "a token (needs REDIS_URL)")

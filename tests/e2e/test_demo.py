@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from playwright.sync_api import Page
 
+from gateway.contract import keys
 from gateway.embedded import free_port
 
 SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard.png"
@@ -219,3 +221,34 @@ def test_a_port_in_use_is_refused_before_anything_starts(demos: list[Demo]) -> N
         bad = subprocess.run([sys.executable, "-m", "gateway", "demo", option, value],
                              capture_output=True, text=True, timeout=30)
         assert bad.returncode == 2 and f"{option} must be" in bad.stderr, bad.stderr
+
+
+def test_only_the_workers_on_a_shared_redis(redis_url: str, r: redis.Redis) -> None:
+    env = {**os.environ, "REDIS_URL": redis_url}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--only-workers", "--workers", "2",
+         "--rate", "5", "--tenant", "acme"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        while r.zcard(keys.index_key("acme")) < 5:
+            assert time.monotonic() < deadline, "no jobs from the workers"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while not any(r.hget(keys.job_key("acme", job_id.decode()), "status") == b"running"
+                      for job_id in r.zrange(keys.index_key("acme"), 0, -1)):
+            assert time.monotonic() < deadline, "no job ever ran"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(5) == 0
+        assert process.stdout is not None
+        assert b"stopped (" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+    unset = subprocess.run([sys.executable, "-m", "gateway", "demo", "--only-workers"],
+                           env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+                           capture_output=True, text=True, timeout=30)
+    assert unset.returncode == 2 and "set REDIS_URL" in unset.stderr
