@@ -7,6 +7,7 @@ row, with no duplicate.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -569,3 +570,28 @@ def test_offline_then_online_comes_back_live(gateway, redis_url: str, page: Page
         page.context.set_offline(False)
         wait_state(page, "live", timeout=20)
         wait_rows(page, lambda rows: rows["net"]["percent"] == 40)
+
+
+def test_a_failed_read_of_the_list_is_tried_again_at_once_when_back_online(
+    gateway, redis_url: str, page: Page
+) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.request_cancel(worker.create("ended")["job_id"])  # only the list shows it
+    failing = [0]
+
+    def refuse(route: Any) -> None:
+        failing[0] += 1
+        route.abort()
+
+    listing = re.compile(r"/v1/jobs\?limit=200")
+    page.route(listing, refuse)
+    page.goto(f"{gateway.url}/")
+    deadline = time.monotonic() + 15
+    while failing[0] < 3:  # 0 s, 1 s, 3 s: the next try would be 4 s later
+        assert time.monotonic() < deadline
+        page.wait_for_timeout(50)  # (route handlers run only while Playwright is called)
+    page.unroute(listing)
+    page.context.set_offline(True)
+    page.context.set_offline(False)
+    wait_rows(page, lambda rows: "ended" in rows, timeout=2.5)
+    wait_state(page, "live")

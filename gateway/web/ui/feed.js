@@ -12,9 +12,10 @@ const BACKOFF_MS = [1_000, 2_000, 4_000, 8_000, 15_000];
 export class Feed {
   // url(lastId): the stream's URL; onOpen(): each time it opens; onEvent(name, data, id);
   // onState("connecting" | "live" | "reconnecting" | "offline"); probe(): "retry" or
-  // "stop", asked when the browser stopped reconnecting.
-  constructor({url, onOpen, onEvent, onState, probe}) {
-    Object.assign(this, {url, onOpen, onEvent, onState, probe});
+  // "stop", asked when the browser stopped reconnecting; onOnline(): the browser is
+  // back online.
+  constructor({url, onOpen, onEvent, onState, probe, onOnline}) {
+    Object.assign(this, {url, onOpen, onEvent, onState, probe, onOnline});
     this.lastId = null;
     this.source = null;
     this.failures = 0;
@@ -29,6 +30,7 @@ export class Feed {
     });
     addEventListener("online", () => {
       if (this.stopped) return;
+      if (this.onOnline) this.onOnline();
       const source = this.source;
       if (source === null || source.readyState === EventSource.CLOSED) {
         this._open();

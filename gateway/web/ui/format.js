@@ -44,5 +44,5 @@ export function percent(job) {
 }
 
 export function time(ms) {
-  return new Date(ms).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+  return new Date(ms).toLocaleString([], {dateStyle: "medium", timeStyle: "long"});
 }

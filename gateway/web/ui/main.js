@@ -25,6 +25,7 @@ const access = Access.fromPage();
 let loading = null; // events that came while the list loads, or null
 let again = false; // read the list once more when this read is done
 let generation = 0; // one more each time the list replaces what the page holds
+let wake = null; // ends the wait between two failed reads of the list at once
 let epoch = null;
 let cursor = null; // where older history continues
 let feed = null;
@@ -48,8 +49,12 @@ const table = new Table({
 const store = new Store((id) => table.changed(id));
 table.store = store;
 
+let said = 0;
+
 function say(text) {
   $("message").textContent = text;
+  clearTimeout(said);
+  if (text) said = setTimeout(() => { $("message").textContent = ""; }, 8000);
 }
 
 function showState(state) {
@@ -77,22 +82,25 @@ function notice(title, text, command) {
 function stop(state) {
   if (feed) feed.stop();
   loading = null;
+  if (wake) wake();
   showState(state);
+  document.body.dataset.stopped = "true"; // nothing more can be done from here: no Cancel
 }
 
 // A 401 or 403: what it means for this page, said once, and the stream stopped.
 function refused(status) {
   if (access.expired) {
     stop("expired");
+    const shown = store.jobs.size ? " The table shows the jobs as they were then." : "";
     notice("Your link expired",
-           `It expired at ${format.time(access.expiresAt)}. The table shows the jobs as they ` +
-           "were then. Ask for a new link; whoever runs the gateway makes one with:",
+           `It expired at ${format.time(access.expiresAt)}.${shown} Ask for a new link; ` +
+           "whoever runs the gateway makes one, with its REDIS_URL set, with:",
            newLinkCommand());
   } else if (status === 401 && access.token === null) {
     stop("stopped");
     notice("This gateway needs a credential",
            "Open the dashboard with a link that carries a token. Whoever runs the gateway " +
-           "makes one with:", newLinkCommand());
+           "makes one, with its REDIS_URL set, with:", newLinkCommand());
   } else if (status === 401) {
     stop("stopped");
     notice("The gateway refused this link",
@@ -139,6 +147,7 @@ async function readHistory() {
 async function resync() {
   if (loading !== null) {
     again = true;
+    if (wake) wake(); // a read that failed waits no longer: the stream is back
     return;
   }
   loading = [];
@@ -161,8 +170,15 @@ async function resync() {
       }
       if (loading === null) return;
       say("Could not read the jobs from the gateway; trying again…");
-      showState("reconnecting");
-      await new Promise((done) => setTimeout(done, Math.min(1000 * 2 ** attempt, 15_000)));
+      if ($("connection").dataset.state !== "offline") showState("reconnecting");
+      await new Promise((done) => {
+        const timer = setTimeout(done, Math.min(1000 * 2 ** attempt, 15_000));
+        wake = () => {
+          clearTimeout(timer);
+          done();
+        };
+      });
+      wake = null;
       if (loading === null) return;
     }
   }
@@ -263,7 +279,7 @@ async function older() {
 
 function start() {
   if (access.tenant) $("tenant").textContent = access.tenant;
-  $("mode").hidden = access.canWrite;
+  $("mode").hidden = access.canWrite || !access.readable;
   $("older").addEventListener("click", older);
   addEventListener("hashchange", () => {
     if (new URLSearchParams(location.hash.slice(1)).get("token")) location.reload();
@@ -288,6 +304,9 @@ function start() {
     onEvent: handle,
     onState: showState,
     probe,
+    onOnline: () => {
+      if (wake) wake(); // a read of the list that failed offline: again, now
+    },
   });
   if (access.expiresAt !== null) {
     const left = access.expiresAt - Date.now();

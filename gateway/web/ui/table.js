@@ -66,7 +66,7 @@ class Row {
     this.detailsKey = "";
   }
 
-  update(job, access, downloadUrl) {
+  update(job, access, downloadUrl, now) {
     this.job = job;
     this.tr.dataset.status = job.status;
     const c = job.conversion || {};
@@ -87,7 +87,7 @@ class Row {
 
     this.cancel.hidden = !access.canWrite || format.ENDED.has(job.status) || job.cancel_requested;
     this.drawDetails(downloadUrl);
-    this.tick(Date.now());
+    this.tick(now);
   }
 
   drawDetails(downloadUrl) {
@@ -113,6 +113,7 @@ class Row {
       link.className = "download";
       link.href = downloadUrl(job.job_id);
       link.rel = "noreferrer";
+      link.target = "_blank"; // the file opens beside the page, which stays live
       link.textContent = `Download ${output.file_name || "output"}`;
       details.append(link);
       const bytes = format.size(output.file_size_bytes);
@@ -140,6 +141,7 @@ export class Table {
   constructor({tbody, empty, filters, counts, access, downloadUrl, actions}) {
     Object.assign(this, {tbody, empty, filters, counts, access, downloadUrl, actions});
     this.rows = new Map();
+    this.now = Date.now(); // the clock of every age shown, moved once a second (tick)
     this.order = []; // ids, newest created first
     this.pending = new Set();
     this.frame = 0;
@@ -180,11 +182,11 @@ export class Table {
       if (row === undefined) {
         row = new Row(id, this.actions);
         this.rows.set(id, row);
-        row.update(job, this.access, this.downloadUrl);
+        row.update(job, this.access, this.downloadUrl, this.now);
         this.place(id, row);
       } else {
         const moved = row.job.created_at !== job.created_at;
-        row.update(job, this.access, this.downloadUrl);
+        row.update(job, this.access, this.downloadUrl, this.now);
         if (moved) {
           this.order.splice(this.order.indexOf(id), 1);
           this.place(id, row);
@@ -236,7 +238,7 @@ export class Table {
   // Once a second: ages, durations, outputs that expired, records that expired (their
   // record is gone from Redis; nothing is published when that happens).
   tick() {
-    const now = Date.now();
+    const now = (this.now = Date.now());
     for (const [id, row] of this.rows) {
       const job = row.job;
       if (job.expires_at && Date.parse(job.expires_at) <= now) {
