@@ -211,18 +211,20 @@ def _demo(args: argparse.Namespace) -> int:
 def _dashboard_url(args: argparse.Namespace) -> int:
     import redis
 
-    from gateway.auth.links import LinkRefused, dashboard_link, parse_ttl
+    from gateway.auth.links import LinkRefused, check_base, dashboard_link, parse_ttl
 
-    try:
-        ttl = parse_ttl(args.ttl)
-    except ValueError as exc:
-        print(f"gateway dashboard-url: --ttl: {exc}", file=sys.stderr)
-        return 2
     settings = Settings.from_env()
+    base = args.base or f"http://{settings.host}:{settings.port}"
+    for option, check, value in (("--ttl", parse_ttl, args.ttl), ("--base", check_base, base)):
+        try:
+            check(value)
+        except ValueError as exc:
+            print(f"gateway dashboard-url: {option}: {exc}", file=sys.stderr)
+            return 2
+    ttl = parse_ttl(args.ttl)
     url = _redis_url("dashboard-url")
     if not url:
         return 2
-    base = args.base or f"http://{settings.host}:{settings.port}"
     with redis.Redis.from_url(url) as client:
         try:
             link = dashboard_link(
@@ -306,7 +308,8 @@ def parser() -> argparse.ArgumentParser:
     link.add_argument("--write", action="store_true",
                       help="let the page cancel jobs (default: read-only)")
     link.add_argument("--ttl", default="8h",
-                      help="how long the link works: 8h, 30m, 90s, up to 24h (default: 8h)")
+                      help="how long the link works: 8h, 30m, 90s (a number alone: seconds), "
+                           "up to 24h (default: 8h)")
     link.add_argument("--key-id", help="the tenant's write key to mint under (default: its "
                                        "newest named 'dashboard', else its newest)")
     link.add_argument("--base", help="the gateway's address as browsers reach it (default: "

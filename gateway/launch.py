@@ -42,6 +42,8 @@ def port_refusal(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be served (in use, or not an address of this machine)."""
     if port == 0:
         return None
+    if not 0 < port < 65536:
+        return f"port {port} is no TCP port: choose one from 1 to 65535"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         # As uvicorn binds: SO_REUSEADDR, so a port in TIME_WAIT is not "in use".

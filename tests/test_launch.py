@@ -194,3 +194,10 @@ def test_workers_that_cannot_start_stop_the_command_with_exit_3(redis_url: str,
 
 def test_the_start_says_where_the_dashboard_is(gateway) -> None:
     assert f'"msg": "the dashboard: {gateway.url}/ ' in gateway.output()
+
+
+def test_a_port_out_of_range_is_refused_in_one_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--port", "70000"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "gateway: port 70000 is no TCP port: choose one from 1 to 65535"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis
 
@@ -34,9 +35,19 @@ def parse_ttl(text: str) -> int:
     match = _DURATION.fullmatch(text.strip())
     seconds = int(match[1]) * _UNITS[match[2]] if match else 0
     if not tokens.MIN_TTL_SECONDS <= seconds <= tokens.MAX_TTL_SECONDS:
-        raise ValueError(f"{text!r} is not a duration from {tokens.MIN_TTL_SECONDS} s to "
-                         "24h (for example 8h, 30m, 90s)")
+        raise ValueError(f"{text!r} is not a duration from {tokens.MIN_TTL_SECONDS}s to 24h "
+                         "in one unit (for example 8h, 30m, 90s; a number alone is seconds)")
     return seconds
+
+
+def check_base(base: str) -> str:
+    """``base`` if it is an http(s) address a browser can open; ValueError otherwise."""
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise ValueError(f"{base!r} is not the address of a gateway: http(s)://host[:port]"
+                         "[/path], as browsers reach it")
+    return base
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ def dashboard_link(client: redis.Redis, *, tenant: str, write: bool, ttl_seconds
                    base: str, key_id: str | None = None, secret: bytes | None = None) -> Link:
     """The link to ``base``'s dashboard for ``tenant``; LinkRefused says why there is none."""
     keys.check_tenant(tenant)
-    page = base.rstrip("/") + "/"
+    page = check_base(base).rstrip("/") + "/"
     if not client.exists(keys.api_keys_key()):
         if tenant != keys.DEFAULT_TENANT:
             raise LinkRefused(

@@ -37,7 +37,9 @@ def run(options: Options, port: int | None) -> int:
 
     settings = Settings.from_env()
     port = settings.port if port is None else port
-    refusal = port_refusal(HOST, port)
+    # The demo prints the address to open: a port the system picks would print as 0.
+    refusal = port_refusal(HOST, port) if port else "--port 0 is no address to open: " \
+        "choose a port from 1 to 65535"
     if refusal is not None:
         print(f"gateway demo: {refusal}", file=sys.stderr)
         return 2

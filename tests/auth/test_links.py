@@ -93,3 +93,10 @@ def test_a_key_named_dashboard_is_preferred_and_key_id_chooses(r: redis.Redis) -
     with pytest.raises(LinkRefused, match="no live write key"):
         dashboard_link(r, tenant="acme", write=False, ttl_seconds=60, base="http://x",
                        key_id=other.key_id)  # another tenant's
+
+
+@pytest.mark.parametrize("base", ["javascript:alert(1)", "ftp://gw.example", "gw.example",
+                                  "http://", "https://gw.example/?a=1", "http://gw#x"])
+def test_a_base_is_an_address_a_browser_opens(r: redis.Redis, base: str) -> None:
+    with pytest.raises(ValueError, match="not the address of a gateway"):
+        dashboard_link(r, tenant="default", write=False, ttl_seconds=60, base=base)

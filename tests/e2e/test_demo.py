@@ -216,6 +216,10 @@ def test_a_port_in_use_is_refused_before_anything_starts(demos: list[Demo]) -> N
         capture_output=True, text=True, timeout=30)
     assert second.returncode == 2
     assert f"port {first.port}" in second.stderr and "in use" in second.stderr
+    for port, said in (("99999", "no TCP port"), ("0", "no address to open")):
+        refused = subprocess.run([sys.executable, "-m", "gateway", "demo", "--port", port],
+                                 capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
     for option, value in (("--rate", "0"), ("--workers", "0"), ("--duration", "-1"),
                           ("--rate", "nan"), ("--rate", "1000")):
         bad = subprocess.run([sys.executable, "-m", "gateway", "demo", option, value],
