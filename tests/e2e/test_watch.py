@@ -20,9 +20,16 @@ from gateway.embedded import free_port
 from gateway.worker import SyncWorker
 
 
+def _as_at_a_terminal() -> None:
+    # Ctrl-C reaches it, even when the tests run in the background of a shell (which
+    # starts them with SIGINT ignored, and an ignored signal stays ignored across exec).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _watch(url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "gateway", "watch", "--url", url, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_at_a_terminal)
 
 
 def _until_streaming(url: str, kind: str, process: subprocess.Popen[str]) -> None:
