@@ -27,6 +27,7 @@ import httpx
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import wait_ready
 
 from gateway.embedded import free_port
 from gateway.settings import _VARIABLES, Settings
@@ -228,18 +229,9 @@ def proxied(start_gateway, tmp_path: Path) -> Iterator[tuple[str, list[Any]]]:
     nginx = subprocess.Popen([_nginx(), "-c", str(main), "-p", str(tmp_path)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "error.log"
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert nginx.poll() is None and time.monotonic() < deadline, (
-                (tmp_path / "error.log").read_text() if (tmp_path / "error.log").exists()
-                else "nginx did not start")
-            time.sleep(0.05)
+        wait_ready(url, 10, why=lambda: log.read_text() if log.exists() else "")
         yield url, gateways
     finally:
         nginx.terminate()
