@@ -61,7 +61,11 @@ def wait_rows(page: Page, check: Any, timeout: float = 15) -> dict[str, dict[str
     deadline = time.monotonic() + timeout
     while True:
         current = rows(page)
-        if check(current):
+        try:
+            done = check(current)
+        except KeyError:  # a row not drawn yet (after a reconnect, the list is read again)
+            done = False
+        if done:
             return current
         assert time.monotonic() < deadline, (
             f"the page never got there: {len(current)} rows, {list(current.values())[:5]}")
