@@ -215,13 +215,16 @@ def _dashboard_url(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     base = args.base or f"http://{settings.host}:{settings.port}"
-    for option, check, value in (("--ttl", parse_ttl, args.ttl), ("--base", check_base, base)):
-        try:
-            check(value)
-        except ValueError as exc:
-            print(f"gateway dashboard-url: {option}: {exc}", file=sys.stderr)
-            return 2
-    ttl = parse_ttl(args.ttl)
+    try:  # the options, before Redis is asked anything
+        ttl = parse_ttl(args.ttl)
+    except ValueError as exc:
+        print(f"gateway dashboard-url: --ttl: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_base(base)
+    except ValueError as exc:
+        print(f"gateway dashboard-url: --base: {exc}", file=sys.stderr)
+        return 2
     url = _redis_url("dashboard-url")
     if not url:
         return 2

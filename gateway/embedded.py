@@ -147,7 +147,11 @@ class EmbeddedRedis:
             process.wait(10)
 
     def __enter__(self) -> EmbeddedRedis:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # a signal that cuts the start short, too: no server left
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(

@@ -17,14 +17,11 @@ import os
 import signal
 import sys
 
-from gateway.demo.simulation import Options, Simulation
+from gateway.demo.simulation import Options, Simulation, demo_worker
 from gateway.embedded import EmbeddedRedis
 from gateway.settings import Settings
 
 HOST = "127.0.0.1"
-# The demo's jobs disappear ten minutes after they end (outputs after five), so a demo
-# left running shows a steady page, not an ever longer one.
-RETENTION_SECONDS, OUTPUT_TTL_SECONDS = 600, 300
 
 
 def _say(line: str) -> None:
@@ -53,10 +50,7 @@ def run(options: Options, port: int | None) -> int:
     # unwind from wherever the start is, so that the Valkey is stopped whatever the moment.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with contextlib.ExitStack() as stack:
-            server = EmbeddedRedis()
-            stack.callback(server.__exit__, None, None, None)  # also if start is cut short
-            server.start()
+        with EmbeddedRedis() as server:
             settings = dataclasses.replace(
                 settings, redis_url=server.url, host=HOST, port=port, insecure=False,
                 allow_http_downloads=True,  # the pretend outputs are served over plain http
@@ -90,7 +84,6 @@ async def _main(settings: Settings, options: Options, valkey: EmbeddedRedis) -> 
     from gateway.demo.outputs import PREFIX, Outputs
     from gateway.runtime import Server
     from gateway.server import protocol
-    from gateway.worker import Worker
 
     assert settings.redis_url is not None
     config = uvicorn.Config(
@@ -106,8 +99,7 @@ async def _main(settings: Settings, options: Options, valkey: EmbeddedRedis) -> 
         await serving
         return 3  # the log said why
     base = f"http://{settings.host}:{settings.port}"
-    worker = Worker.from_url(settings.redis_url, retention_seconds=RETENTION_SECONDS,
-                             output_ttl_seconds=OUTPUT_TTL_SECONDS)
+    worker = demo_worker(settings.redis_url)
     simulation = Simulation(worker, options, output_base=base + PREFIX.rstrip("/"))
     _say(f"Dashboard: {base}/")
     _say(f"{options.workers} simulated workers, about one new job every "

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import redis.exceptions
 
+from gateway.contract.keys import DEFAULT_TENANT
 from gateway.demo import kinds
 from gateway.errors import ChangeRefused, JobAlreadyExists
 from gateway.worker import Worker
@@ -42,6 +43,17 @@ class Fate(Enum):
 # first eight jobs show every ending, so that the page has each of them within seconds.
 _OPENING = [Fate.COMPLETE] * 5 + [Fate.FAIL, Fate.USER_CANCELS, Fate.USER_CANCELS_QUEUED]
 _DECK = [Fate.COMPLETE] * 12 + [Fate.FAIL] * 2 + [Fate.USER_CANCELS, Fate.USER_CANCELS_QUEUED]
+
+
+# The demo's jobs disappear ten minutes after they end (outputs after five), so a demo
+# left running shows a steady page, not an ever longer one.
+RETENTION_SECONDS, OUTPUT_TTL_SECONDS = 600, 300
+
+
+def demo_worker(url: str, tenant: str = DEFAULT_TENANT) -> Worker:
+    """The worker library as the simulated workers use it: with the demo's lifetimes."""
+    return Worker.from_url(url, tenant=tenant, retention_seconds=RETENTION_SECONDS,
+                           output_ttl_seconds=OUTPUT_TTL_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,10 @@ import logging
 import signal
 import sys
 
-from gateway.demo.simulation import Options, Simulation
+from gateway.demo.simulation import Options, Simulation, demo_worker
 from gateway.settings import Settings, redacted
 
 OUTPUTS = "https://files.example.invalid/demo"  # .invalid: a host that never resolves
-RETENTION_SECONDS, OUTPUT_TTL_SECONDS = 600, 300  # as the demo's own (gateway.demo.launch)
 
 log = logging.getLogger("gateway.demo")
 
@@ -46,11 +45,8 @@ def run(options: Options, tenant: str) -> int:
 
 
 async def _main(url: str, options: Options, tenant: str) -> int:
-    from gateway.worker import Worker
-
     loop = asyncio.get_running_loop()
-    worker = Worker.from_url(url, tenant=tenant, retention_seconds=RETENTION_SECONDS,
-                             output_ttl_seconds=OUTPUT_TTL_SECONDS)
+    worker = demo_worker(url, tenant)
     simulation = Simulation(worker, options, output_base=OUTPUTS)
     running = asyncio.create_task(simulation.run())
     for sig in (signal.SIGINT, signal.SIGTERM):
