@@ -16,18 +16,15 @@ import redis.asyncio
 import redis.exceptions
 
 from gateway.backend.base import Listener
+from gateway.backend.queries import Queries
 from gateway.backend.reads import Reads
 from gateway.backend.subscriber import Subscriber
 from gateway.contract import keys, script
-from gateway.contract.record import FIELDS, Record
 from gateway.contract.script import Change, Lifetimes
 from gateway.errors import BackendUnavailable
 
-# Commands per write when reading many jobs at once.
-_READ_BATCH = 500
 
-
-class StandaloneBackend:
+class StandaloneBackend(Queries):
     def __init__(
         self,
         url: str,
@@ -51,7 +48,8 @@ class StandaloneBackend:
         self._client = redis.asyncio.Redis.from_pool(pool)
         self._script = self._client.register_script(script.SCRIPT)
         self._forget = self._client.register_script(script.FORGET_SCRIPT)
-        self._reads = Reads(url, timeout=timeout)
+        self._pipeline = Reads(url, timeout=timeout)
+        super().__init__(self._pipeline)
         self._subscriber = Subscriber(url, connect_timeout=subscribe_timeout,
                                       probe_seconds=probe_seconds, publish=self._publish)
 
@@ -63,65 +61,8 @@ class StandaloneBackend:
         try:
             yield backend
         finally:
-            await backend._reads.aclose()
+            await backend._pipeline.aclose()
             await backend._client.aclose()
-
-    # -- reads --------------------------------------------------------------------------
-
-    async def read(self, tenant: str, job_id: str) -> Record | None:
-        values = await self._reads.request("HMGET", keys.job_key(tenant, job_id), *FIELDS)
-        return Record.from_fields(job_id, values)
-
-    async def read_many(self, tenant: str, job_ids: Sequence[str]) -> dict[str, Record | None]:
-        found: dict[str, Record | None] = {}
-        for start in range(0, len(job_ids), _READ_BATCH):
-            batch = job_ids[start:start + _READ_BATCH]
-            rows = await self._reads.request_many(
-                [("HMGET", keys.job_key(tenant, job_id), *FIELDS) for job_id in batch])
-            for job_id, values in zip(batch, rows, strict=True):
-                found[job_id] = Record.from_fields(job_id, values)
-        return found
-
-    async def epoch(self, tenant: str) -> str | None:
-        value = await self._reads.request("GET", keys.epoch_key(tenant))
-        return value.decode() if isinstance(value, bytes) else None
-
-    async def position(self, tenant: str) -> tuple[str, int] | None:
-        epoch, seq = await self._reads.request_many(
-            [("GET", keys.epoch_key(tenant)), ("GET", keys.seq_key(tenant))])
-        if not isinstance(epoch, bytes):
-            return None
-        return epoch.decode(), int(seq or 0)
-
-    async def index_seqs(self, tenant: str, job_ids: Sequence[str]) -> dict[str, int | None]:
-        if not job_ids:
-            return {}
-        scores = await self._reads.request("ZMSCORE", keys.index_key(tenant), *job_ids)
-        return {job_id: int(float(score)) if score is not None else None
-                for job_id, score in zip(job_ids, scores, strict=True)}
-
-    async def changed_since(self, tenant: str, seq: int) -> list[tuple[str, int]]:
-        rows = await self._reads.request(
-            "ZRANGE", keys.index_key(tenant), f"({seq}", "+inf", "BYSCORE", "WITHSCORES")
-        return _scored(rows)
-
-    async def newest_first(self, tenant: str, *, below: int, count: int) -> list[tuple[str, int]]:
-        rows = await self._reads.request(
-            "ZRANGE", keys.index_key(tenant), f"({below}", "-inf", "BYSCORE", "REV",
-            "LIMIT", "0", str(count), "WITHSCORES")
-        return _scored(rows)
-
-    async def count_changed_since(self, tenant: str, seq: int) -> int:
-        count: int = await self._reads.request("ZCOUNT", keys.index_key(tenant), f"({seq}", "+inf")
-        return count
-
-    async def count_active(self, tenant: str) -> int:
-        count: int = await self._reads.request("ZCARD", keys.active_key(tenant))
-        return count
-
-    async def active(self, tenant: str) -> list[str]:
-        rows = await self._reads.request("ZRANGE", keys.active_key(tenant), "0", "-1")
-        return [job_id.decode() for job_id in rows]
 
     async def forget(self, tenant: str, job_ids: Sequence[str]) -> None:
         try:
@@ -139,27 +80,6 @@ class StandaloneBackend:
         except BackendUnavailable:
             return False
         return True
-
-    # -- API keys -----------------------------------------------------------------------
-
-    async def api_keys_version(self) -> bytes | None:
-        version = await self._reads.request("GET", keys.api_keys_version_key())
-        return version if isinstance(version, bytes) else None
-
-    async def api_keys(self) -> dict[str, bytes]:
-        rows = await self._reads.request("HGETALL", keys.api_keys_key())
-        return {rows[i].decode(): rows[i + 1] for i in range(0, len(rows), 2)}
-
-    async def token_secret(self, candidate: bytes) -> bytes:
-        name = keys.token_secret_key()
-        _, secret = await self._reads.request_many(
-            [("SET", name, candidate, "NX"), ("GET", name)])
-        assert isinstance(secret, bytes)
-        return secret
-
-    async def note_key_use(self, used: dict[str, str]) -> None:
-        pairs = [part for key_id, at in used.items() for part in (key_id, at)]
-        await self._reads.request("HSET", keys.api_keys_used_key(), *pairs)
 
     async def _publish(self, channel: bytes, payload: bytes) -> object:
         return await self._reads.request("PUBLISH", channel, payload)
@@ -202,7 +122,3 @@ class StandaloneBackend:
     def subscribed(self, channel: bytes) -> bool:
         return self._subscriber.subscribed(channel)
 
-
-def _scored(rows: list[bytes]) -> list[tuple[str, int]]:
-    """(member, score) pairs of a WITHSCORES reply (RESP2: a flat list)."""
-    return [(rows[i].decode(), int(float(rows[i + 1]))) for i in range(0, len(rows), 2)]
