@@ -14,6 +14,7 @@ from typing import Protocol
 from gateway.backend.connection import Reply
 from gateway.contract import keys
 from gateway.contract.record import FIELDS, Record
+from gateway.errors import BackendUnavailable
 
 # Commands per write when reading many jobs at once.
 _READ_BATCH = 500
@@ -86,6 +87,14 @@ class Queries:
     async def active(self, tenant: str) -> list[str]:
         rows = await self._reads.request("ZRANGE", keys.active_key(tenant), "0", "-1")
         return [job_id.decode() for job_id in rows]
+
+    async def ping(self) -> bool:
+        """Whether Redis answers requests now."""
+        try:
+            await self._reads.request("PING")
+        except BackendUnavailable:
+            return False
+        return True
 
     # -- API keys -----------------------------------------------------------------------
 

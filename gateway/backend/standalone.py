@@ -74,13 +74,6 @@ class StandaloneBackend(Queries):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise BackendUnavailable(str(exc)) from exc
 
-    async def ping(self) -> bool:
-        try:
-            await self._reads.request("PING")
-        except BackendUnavailable:
-            return False
-        return True
-
     async def _publish(self, channel: bytes, payload: bytes) -> object:
         return await self._reads.request("PUBLISH", channel, payload)
 
