@@ -43,7 +43,7 @@ class Channel:
     """One watched channel: its watchers, the streams waiting for its subscription, and
     the position of its last message (what a resync of a tenant channel starts from)."""
 
-    __slots__ = ("job_id", "last", "lost_at", "ready", "resync_owed", "watchers")
+    __slots__ = ("job_id", "last", "losses", "lost_at", "ready", "resync_owed", "watchers")
 
     def __init__(self, name: bytes) -> None:
         # The job of a job channel: a message about another job on it is not ours.
@@ -58,6 +58,8 @@ class Channel:
         # completes: what came after it (dispatches included) cannot move that start.
         self.resync_owed = False
         self.lost_at: tuple[str, int] | None = None
+        # Bumped on every loss of the channel: a resync that began before stops for it.
+        self.losses = 0
 
 
 class Watching:
@@ -98,8 +100,6 @@ class Hub:
         self._watchers: set[Watcher] = set()
         self._bad_channels: set[bytes] = set()
         self._tasks: anyio.abc.TaskGroup | None = None
-        # Bumped on every loss: a resync of an older connection stops.
-        self._generation = 0
         # Made in Hub.running (on the loop it serves): gateway.timers says why it is kept.
         self._loop = asyncio.get_running_loop()
 
@@ -261,42 +261,60 @@ class Hub:
                     confirmed.set_result(None)
 
     def on_lost(self, channels: Collection[bytes]) -> None:
-        # A resync still running belongs to the lost connection: it stops at its next step
-        # (resync.Stale), and the next restoration starts from the positions noted here.
-        self._generation += 1
+        # A resync of these channels still running belongs to the lost connection: it
+        # stops for them at its next step (resync.Stale), and their next restoration starts
+        # from the positions noted here. Other channels (another shard's connection, on a
+        # cluster) go on.
         for name in channels:
             channel = self._channels.get(name)
-            if channel is not None and not channel.resync_owed:
-                # (An earlier loss whose resync did not finish keeps its own, earlier start.)
-                channel.resync_owed, channel.lost_at = True, channel.last
+            if channel is not None:
+                channel.losses += 1
+                if not channel.resync_owed:
+                    # (An earlier loss whose resync did not finish keeps its earlier start.)
+                    channel.resync_owed, channel.lost_at = True, channel.last
 
     def on_restored(self, channels: Collection[bytes]) -> None:
         """Re-read what the watchers of ``channels`` may have missed (docs/architecture.md)."""
         if self._tasks is not None:
-            self._tasks.start_soon(self._resync_until_done, list(channels), self._generation)
+            # Noted now: a loss before the task runs already makes it stale.
+            self._tasks.start_soon(self._resync_until_done, self._losses(channels))
 
-    async def _resync_until_done(self, channels: list[bytes], generation: int) -> None:
-        """Retry while the reads are not back yet (they died with the server too); stop
-        when the connection these channels were restored on is lost in turn."""
+    async def _resync_until_done(self, marks: dict[bytes, tuple[Channel, int]]) -> None:
+        """Retry while the reads are not back yet (they died with the server too); leave
+        out each channel whose connection is lost in turn (its next restoration resyncs
+        it), and stop when none is left."""
         delay = 0.05
 
         def current() -> bool:
-            return generation == self._generation
+            return all((channel.losses == losses) for channel, losses in marks.values())
 
-        while current():
+        while True:
+            marks = {name: (channel, losses) for name, (channel, losses) in marks.items()
+                     if channel.losses == losses}
+            if not marks:
+                return
             with anyio.move_on_after(self._subscribe_timeout * 2):
                 try:
-                    watched = [c for c in channels if c in self._channels]
+                    watched = [name for name in marks if name in self._channels]
                     await resync.resync(self, watched, current)
-                    for name in watched:
-                        channel = self._channels.get(name)
-                        if channel is not None:
-                            channel.resync_owed = False
+                    for channel, _ in marks.values():
+                        channel.resync_owed = False
                     return
-                except (BackendUnavailable, resync.Stale):
+                except resync.Stale:
+                    continue  # at once, for the others (watchers drop what they have)
+                except BackendUnavailable:
                     pass
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def _losses(self, names: Collection[bytes]) -> dict[bytes, tuple[Channel, int]]:
+        """Each watched channel of ``names`` with its loss count now."""
+        found = {}
+        for name in names:
+            channel = self._channels.get(name)
+            if channel is not None:
+                found[name] = (channel, channel.losses)
+        return found
 
     # -- fan-out ------------------------------------------------------------------------
 

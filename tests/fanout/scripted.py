@@ -54,11 +54,13 @@ class ScriptedBackend:
         assert self.listener is not None
         return self.listener.on_messages(batch)
 
-    def lose(self) -> None:
+    def lose(self, *channels: bytes) -> None:
+        """The connection of ``channels`` is lost (of every channel, when none are named:
+        on a cluster each shard's connection is lost alone)."""
         assert self.listener is not None
         self.listening = False
-        lost = set(self.subscribed_now)
-        self.subscribed_now.clear()
+        lost = set(channels or self.subscribed_now)
+        self.subscribed_now.difference_update(lost)
         self.listener.on_lost(lost)
 
     def restore(self, *channels: bytes) -> None:

@@ -283,6 +283,29 @@ async def test_a_resync_of_a_lost_connection_stops(hub: Hub, backend: ScriptedBa
     assert backend.reads == reads
 
 
+async def test_a_loss_of_other_channels_does_not_stop_a_resync(
+    hub: Hub, backend: ScriptedBackend
+) -> None:
+    # On a cluster each shard has its connection: a loss of another shard's channels
+    # must not cancel this one's resync (it would never be resynced).
+    other = keys.job_channel("default", "b").encode()
+    socket, _watcher = await stream(hub, backend, JOB, close_on_terminal=True)
+    await stream(hub, backend, other)
+    backend.lose(JOB)
+    backend.unavailable = True
+    backend.records["a"] = record("a", 3, seq=3, status_seq=2)
+    backend.restore(JOB)
+    with anyio.fail_after(5):
+        while backend.reads < 2:
+            await anyio.sleep(0.01)
+    backend.lose(other)
+    backend.unavailable = False
+    with anyio.fail_after(5):
+        while not socket.bodies:
+            await anyio.sleep(0.01)
+    assert socket.events() == [("status", "epoch1-3")]
+
+
 async def test_one_timer_sends_heartbeats_to_idle_streams(backend: ScriptedBackend) -> None:
     async with Hub.running(backend, heartbeat_seconds=0.05, subscribe_timeout_seconds=1,
                            send_timeout_seconds=60) as hub:
