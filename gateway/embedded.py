@@ -14,8 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 
 class EmbeddedServerError(RuntimeError):
@@ -67,13 +69,15 @@ class EmbeddedRedis:
     """Start, stop, kill and restart one private server; the port stays the same."""
 
     def __init__(
-        self, port: int | None = None, *, binary: str | None = None, persistent: bool = False
+        self, port: int | None = None, *, binary: str | None = None, persistent: bool = False,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.binary = binary or server_binary()
         # Persistent: an append-only file synced on every write, so that a killed and
         # restarted server comes back with the same data (the fault tests need that).
         self.persistent = persistent
         self.port = port or free_port()
+        self.options = options  # more of the server's own options (a cluster node's)
         self._dir = tempfile.TemporaryDirectory(prefix="gateway-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -98,6 +102,7 @@ class EmbeddedRedis:
                 "--dir", self._dir.name,
                 "--logfile", str(log),
                 "--daemonize", "no",
+                *self.options,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -126,6 +131,11 @@ class EmbeddedRedis:
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    @property
+    def directory(self) -> Path:
+        """Where the server keeps its files (a cluster node's nodes.conf among them)."""
+        return Path(self._dir.name)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL if it lingers)."""
@@ -162,3 +172,154 @@ class EmbeddedRedis:
     ) -> None:
         self.stop()
         self._dir.cleanup()
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held open together while picked)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class EmbeddedCluster:
+    """A Valkey/Redis Cluster on loopback: ``primaries`` shards of one primary and
+    ``replicas`` replicas each, made with the ``cli`` beside the server binary
+    (``--cluster create``). For tests and benchmarks; nothing is kept on disk."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 0, *,
+                 node_timeout_ms: int = 1000) -> None:
+        self.binary = server_binary()
+        cli = Path(self.binary).with_name(Path(self.binary).name.replace("-server", "-cli"))
+        if not cli.exists():
+            raise EmbeddedServerError(f"no {cli.name} beside {self.binary}")
+        self.cli = str(cli)
+        count = primaries * (1 + replicas)
+        ports = _free_ports(2 * count)
+        self.primaries, self.replicas = primaries, replicas
+        self.nodes = [
+            EmbeddedRedis(port, binary=self.binary, options=(
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(bus),
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(node_timeout_ms),
+                # A replica takes over however long it was cut off (tests kill primaries).
+                "--cluster-replica-validity-factor", "0",
+                "--cluster-allow-pubsubshard-when-down", "yes",
+            ))
+            for port, bus in zip(ports[:count], ports[count:], strict=True)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated, as REDIS_URL takes them in cluster mode."""
+        return ",".join(node.url.removesuffix("/0") for node in self.nodes)
+
+    def cli_call(self, *args: str, timeout: float = 60.0) -> str:
+        done = subprocess.run([self.cli, *args], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise EmbeddedServerError(f"{self.cli} {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def start(self, timeout: float = 60.0) -> None:
+        for node in self.nodes:
+            node.start()
+        self.cli_call("--cluster", "create",
+                      *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                      "--cluster-replicas", str(self.replicas), "--cluster-yes",
+                      timeout=timeout)
+        self.wait_ok(timeout)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every running node says the cluster is ok and agrees on its slots."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.cli_call("--cluster", "check", self.running_node(), timeout=10)
+                states = [self.cli_call("-p", str(node.port), "cluster", "info", timeout=10)
+                          for node in self.nodes if node.running]
+                if all("cluster_state:ok" in state for state in states):
+                    return
+            except EmbeddedServerError:
+                pass
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError("the cluster did not become ok in time")
+            time.sleep(0.1)
+
+    def client(self, node: EmbeddedRedis) -> Any:
+        """A plain client of one node (not following the cluster)."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=10)
+
+    def node_id(self, node: EmbeddedRedis) -> str:
+        with self.client(node) as client:
+            return str(client.execute_command("CLUSTER", "MYID").decode())
+
+    def slot_map(self) -> list[tuple[int, int, EmbeddedRedis]]:
+        """(first slot, last slot, primary) of every range, as a running node sees it."""
+        for node in self.nodes:
+            if node.running:
+                with self.client(node) as client:
+                    ranges = client.execute_command("CLUSTER", "SLOTS")
+                by_port = {n.port: n for n in self.nodes}
+                return [(int(start), int(end), by_port[int(primary[1])])
+                        for start, end, primary, *_ in ranges]
+        raise EmbeddedServerError("no node runs")
+
+    def owner(self, slot: int) -> EmbeddedRedis:
+        """The primary that serves ``slot``."""
+        for start, end, primary in self.slot_map():
+            if start <= slot <= end:
+                return primary
+        raise EmbeddedServerError(f"no node serves slot {slot}")
+
+    def migrate(self, slot: int, target: EmbeddedRedis, *,
+                between_keys: Callable[[], None] = lambda: None) -> None:
+        """Move ``slot`` to ``target`` as an operator's resharding does: IMPORTING and
+        MIGRATING, then each key with MIGRATE (``between_keys`` runs after each), then
+        the new owner announced to every node."""
+        source = self.owner(slot)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        with self.client(source) as src, self.client(target) as dst:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1):
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000,
+                                    "KEYS", *keys)
+                between_keys()
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for node in self.nodes:
+            if node.running and node not in (source, target):
+                with self.client(node) as client:
+                    try:
+                        client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+                    except Exception:  # a replica learns it from its primary
+                        pass
+
+    def running_node(self) -> str:
+        return next(f"127.0.0.1:{node.port}" for node in self.nodes if node.running)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> EmbeddedCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for node in self.nodes:
+            node.__exit__(None, None, None)

@@ -19,7 +19,8 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from gateway.embedded import EmbeddedRedis, free_port
+from gateway.contract import keys
+from gateway.embedded import EmbeddedCluster, EmbeddedRedis, free_port
 
 
 @pytest.fixture
@@ -47,6 +48,38 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
 def r(redis_url: str) -> Iterator[redis.Redis]:
     with redis.Redis.from_url(redis_url) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def cluster_server() -> Iterator[EmbeddedCluster]:
+    """A 3-primary Valkey Cluster on loopback, for a module's tests."""
+    with EmbeddedCluster(primaries=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster(cluster_server: EmbeddedCluster) -> EmbeddedCluster:
+    """The module's cluster, emptied for each test."""
+    for node in cluster_server.nodes:
+        with cluster_server.client(node) as client:
+            client.flushall()
+    return cluster_server
+
+
+def tenant_per_shard(cluster: EmbeddedCluster, prefix: str = "t") -> list[str]:
+    """One tenant name whose hash tag lands on each primary, in the order of the nodes."""
+    from redis.crc import key_slot
+
+    ranges = cluster.slot_map()
+    found: dict[int, str] = {}
+    for n in range(10_000):
+        tenant = f"{prefix}{n}"
+        slot = key_slot(keys.tenant_channel(tenant).encode())
+        port = next(node.port for start, end, node in ranges if start <= slot <= end)
+        found.setdefault(port, tenant)
+        if len(found) == len({node.port for _, _, node in ranges}):
+            break
+    return [found[port] for port in sorted(found)]
 
 
 def wait_ready(url: str, timeout: float = 20.0, *, why: Callable[[], str] = str) -> None:
