@@ -13,8 +13,7 @@ from typing import Any
 
 from gateway import runtime
 from gateway.auth.keyring import Keyring, exposure_refusal
-from gateway.backend import preflight
-from gateway.backend.standalone import StandaloneBackend
+from gateway.backend import connected, preflight
 from gateway.contract import frames
 from gateway.fanout.hub import Hub
 from gateway.observability import access
@@ -46,12 +45,14 @@ def create_app(settings: Settings | None = None) -> Front:
     async def lifespan(app: Any) -> AsyncIterator[None]:
         # A Redis that refuses the configuration stops the start (SettingsError) instead
         # of being retried for ever behind a /healthz that says ok.
-        refusal = await preflight.check(redis_url, settings.redis_timeout_seconds)
+        refusal = await preflight.check(redis_url, settings.redis_timeout_seconds,
+                                        cluster=settings.redis_cluster)
         if refusal is not None:
             raise SettingsError(f"REDIS_URL={redacted(redis_url)!r}: {refusal}")
         async with (
-            StandaloneBackend.connected(
+            connected(
                 redis_url,
+                cluster=settings.redis_cluster,
                 timeout=settings.redis_timeout_seconds,
                 max_connections=settings.redis_connections,
                 subscribe_timeout=settings.subscribe_timeout_seconds,

@@ -26,21 +26,25 @@ def _serve(args: argparse.Namespace) -> int:
                         embedded=args.embedded, workers=args.workers))
 
 
-def _redis_url(command: str) -> str | None:
-    url = Settings.from_env().redis_url  # checked as the gateway checks it
-    if not url:
+def _redis_url(command: str) -> tuple[str, bool] | None:
+    """REDIS_URL and whether it names a cluster (GATEWAY_REDIS_CLUSTER), checked as the
+    gateway checks them; None (said) when REDIS_URL is unset."""
+    settings = Settings.from_env()
+    if not settings.redis_url:
         print(f"gateway {command}: set REDIS_URL (`gateway serve` prints it)", file=sys.stderr)
-    return url
+        return None
+    return settings.redis_url, settings.redis_cluster
 
 
 def _worker_call(args: argparse.Namespace) -> int:
     from gateway.worker import SyncWorker
 
-    url = _redis_url("job")
-    if not url:
+    redis_url = _redis_url("job")
+    if not redis_url:
         return 2
+    url, cluster = redis_url
     try:
-        worker = SyncWorker.from_url(url, tenant=args.tenant)
+        worker = SyncWorker.from_url(url, cluster=cluster, tenant=args.tenant)
     except ValueError as exc:
         print(f"gateway job: --tenant: {exc}", file=sys.stderr)
         return 2
@@ -51,15 +55,14 @@ def _worker_call(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    import redis
-
     from gateway.auth import apikeys
     from gateway.auth.principal import Scope
+    from gateway.backend import nodes
 
-    url = _redis_url("keys")
-    if not url:
+    redis_url = _redis_url("keys")
+    if not redis_url:
         return 2
-    with redis.Redis.from_url(url) as client:
+    with nodes.sync_client(redis_url[0], cluster=redis_url[1]) as client:
         if args.op == "create":
             try:
                 key, record = apikeys.create(client, args.tenant, Scope(args.scope), args.name)
@@ -209,9 +212,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _dashboard_url(args: argparse.Namespace) -> int:
-    import redis
-
     from gateway.auth.links import LinkRefused, check_base, dashboard_link, parse_ttl
+    from gateway.backend import nodes
 
     settings = Settings.from_env()
     base = args.base or f"http://{settings.host}:{settings.port}"
@@ -225,10 +227,10 @@ def _dashboard_url(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gateway dashboard-url: --base: {exc}", file=sys.stderr)
         return 2
-    url = _redis_url("dashboard-url")
-    if not url:
+    redis_url = _redis_url("dashboard-url")
+    if not redis_url:
         return 2
-    with redis.Redis.from_url(url) as client:
+    with nodes.sync_client(redis_url[0], cluster=redis_url[1]) as client:
         try:
             link = dashboard_link(
                 client, tenant=args.tenant, write=args.write, ttl_seconds=ttl, base=base,

@@ -104,12 +104,13 @@ def serve(launch: Launch) -> int:
             _say(f"workers reach it with REDIS_URL={server.url}")
         redis_url = settings.redis_url
         assert redis_url is not None
-        refusal = asyncio.run(preflight.check(redis_url, settings.redis_timeout_seconds))
+        refusal = asyncio.run(preflight.check(redis_url, settings.redis_timeout_seconds,
+                                              cluster=settings.redis_cluster))
         if refusal is not None:
             _say(f"refusing to start: REDIS_URL={redacted(redis_url)!r}: {refusal}")
             return 2
         refusal = exposure_refusal(settings.host, settings.insecure)
-        if refusal is not None and not _any_key(redis_url):
+        if refusal is not None and not _any_key(redis_url, settings.redis_cluster):
             _say(f"refusing to start: {refusal}")
             return 2
         if settings.port:
@@ -127,6 +128,7 @@ def serve(launch: Launch) -> int:
             # Each worker process builds the app from the environment: give it what the
             # command line decided. SIGTERM reaches every one, and each ends its streams.
             os.environ.update({"REDIS_URL": redis_url, "GATEWAY_HOST": settings.host,
+                               "GATEWAY_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
                                "GATEWAY_PORT": str(settings.port),
                                "GATEWAY_INSECURE": str(settings.insecure).lower()})
             config = uvicorn.Config("gateway.launch:worker_app", factory=True,
@@ -159,15 +161,17 @@ def worker_app() -> Any:
     return create_app(settings)
 
 
-def _any_key(url: str) -> bool:
+def _any_key(url: str, cluster: bool) -> bool:
     """Whether an API key exists (True when Redis cannot say: the app checks again once it
     has read the keys, gateway.app)."""
     import redis
 
+    from gateway.backend import nodes
     from gateway.contract import keys
 
     try:
-        with redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5) as r:
+        with nodes.sync_client(url, cluster=cluster, socket_timeout=5,
+                               socket_connect_timeout=5) as r:
             return bool(r.exists(keys.api_keys_key()))
     except (redis.exceptions.RedisError, ValueError):
         return True

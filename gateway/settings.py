@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from redis.asyncio.connection import parse_url
 
+from gateway.backend import nodes
 from gateway.contract.script import Lifetimes
 
 T = TypeVar("T")
@@ -29,6 +30,8 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
+    # REDIS_URL names a Valkey/Redis Cluster (one node or several, comma-separated).
+    redis_cluster: bool = False
     host: str = "127.0.0.1"
     port: int = 8000
     heartbeat_seconds: float = 15.0  # docs/api.md, Event streams: comment heartbeats every 15 s
@@ -72,6 +75,18 @@ class Settings:
         values: dict[str, Any] = {field: read(name, parse, getattr(cls, field))
                                   for field, (name, parse) in _VARIABLES.items()}
         values["redis_url"] = read("REDIS_URL", _redis_url, None)
+        url = values["redis_url"]
+        if values["redis_cluster"] and url is None:
+            raise SettingsError(
+                "GATEWAY_REDIS_CLUSTER=true needs REDIS_URL: one or more nodes of the "
+                "cluster, comma-separated (the embedded server is a single one)")
+        if url is not None and values["redis_cluster"] and url.startswith("unix:"):
+            raise SettingsError(f"REDIS_URL={redacted(url)!r}: a cluster is reached over "
+                                "TCP (redis:// or rediss://), not a unix socket")
+        if url is not None and not values["redis_cluster"] and "," in url:
+            raise SettingsError(
+                f"REDIS_URL={redacted(url)!r}: several nodes name a cluster: set "
+                "GATEWAY_REDIS_CLUSTER=true, or give one server's URL")
         # PORT is what platforms such as Heroku set; GATEWAY_PORT wins when both are.
         values["port"] = read("GATEWAY_PORT", _port, read("PORT", _port, cls.port))
         return cls(**values)
@@ -146,6 +161,12 @@ def _redis_url(raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    if "," in raw:  # a cluster's nodes (checked against GATEWAY_REDIS_CLUSTER by from_env)
+        for node in nodes.split(raw):
+            if urlsplit(node).scheme not in ("redis", "rediss"):
+                raise ValueError(f"node {redacted(node)!r} is no redis:// or rediss:// URL")
+            require_database_0(node)
+        return raw
     require_database_0(raw)
     return raw
 
@@ -164,7 +185,10 @@ def require_database_0(url: str) -> None:
 
 
 def redacted(url: str) -> str:
-    """A URL without its password, fit for an error message (however malformed it is)."""
+    """A URL without its password, fit for an error message (however malformed it is);
+    each of several, comma-separated."""
+    if "," in url:
+        return ",".join(redacted(part) for part in url.split(","))
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest.split("/", 1)[0]:
         return url
@@ -214,6 +238,7 @@ def _log_level(raw: str) -> str:
 # Each setting's variable and how its value is read (REDIS_URL and the port: from_env).
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "host": ("GATEWAY_HOST", _text),
+    "redis_cluster": ("GATEWAY_REDIS_CLUSTER", _boolean),
     "heartbeat_seconds": ("GATEWAY_HEARTBEAT_SECONDS", _positive),
     "retry_ms": ("GATEWAY_RETRY_MS", _positive_int),
     "redis_timeout_seconds": ("GATEWAY_REDIS_TIMEOUT_SECONDS", _positive),

@@ -14,7 +14,10 @@ from typing import Any, Generic, TypeVar
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
+from gateway.backend import nodes
 from gateway.contract import keys, script
 from gateway.contract.keys import DEFAULT_TENANT
 from gateway.contract.script import _UNSET, Call, Lifetimes, Snapshot
@@ -26,11 +29,19 @@ _Awaitable = Coroutine[Any, Any, Snapshot]
 _DEFAULTS = Lifetimes()
 
 
-def _database_0(url: str) -> None:
+def _database_0(url: str, cluster: bool) -> None:
     try:
-        require_database_0(url)
+        for node in nodes.split(url) if cluster else [url]:
+            require_database_0(node)
     except ValueError as exc:
         raise ValueError(f"the Redis URL {exc}") from None
+
+
+def _publish(client: object) -> str:
+    """On a cluster the script publishes on the shard's own channels (SPUBLISH), where
+    the gateway's sharded subscriptions hear them."""
+    clusters = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+    return "SPUBLISH" if isinstance(client, clusters) else "PUBLISH"
 
 
 class _Operations(Generic[R]):
@@ -50,6 +61,7 @@ class _Operations(Generic[R]):
         change (a week), so that a job abandoned by its worker does not stay for ever."""
         self.tenant = keys.check_tenant(tenant)  # ValueError now, not at the first change
         self.lifetimes = Lifetimes(retention_seconds, output_ttl_seconds, active_ttl_seconds)
+        self._publish = "PUBLISH"
 
     def _run(self, call: Call) -> R:
         raise NotImplementedError
@@ -62,6 +74,7 @@ class _Operations(Generic[R]):
                 payload,
                 tenant=self.tenant,
                 lifetimes=self.lifetimes,
+                publish=self._publish,
             )
         )
 
@@ -135,15 +148,20 @@ class _Operations(Generic[R]):
 class Worker(_Operations[_Awaitable]):
     """Async worker library: ``await worker.progress(job_id, 45, phase="Rendering")``."""
 
-    def __init__(self, client: redis.asyncio.Redis, **options: Any) -> None:
+    def __init__(self, client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+                 **options: Any) -> None:
         super().__init__(**options)
         self.client = client
         self._script = client.register_script(script.SCRIPT)
+        self._publish = _publish(client)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> Worker:
-        _database_0(url)
-        return cls(redis.asyncio.Redis.from_url(url), **options)
+    def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Worker:
+        """``cluster``: ``url`` names a Valkey/Redis Cluster, one node or several,
+        comma-separated."""
+        _database_0(url, cluster)
+        client = nodes.async_client(url, cluster=cluster)
+        return cls(client, **options)
 
     async def _call(self, call: Call) -> Snapshot:
         reply = await self._script(keys=call.keys, args=call.args)
@@ -165,15 +183,19 @@ class Worker(_Operations[_Awaitable]):
 class SyncWorker(_Operations[Snapshot]):
     """Blocking worker library: ``worker.progress(job_id, 45, phase="Rendering")``."""
 
-    def __init__(self, client: redis.Redis, **options: Any) -> None:
+    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster,
+                 **options: Any) -> None:
         super().__init__(**options)
         self.client = client
         self._script = client.register_script(script.SCRIPT)
+        self._publish = _publish(client)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> SyncWorker:
-        _database_0(url)
-        return cls(redis.Redis.from_url(url), **options)
+    def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> SyncWorker:
+        """``cluster``: ``url`` names a Valkey/Redis Cluster, one node or several,
+        comma-separated."""
+        _database_0(url, cluster)
+        return cls(nodes.sync_client(url, cluster=cluster), **options)
 
     def _run(self, call: Call) -> Snapshot:
         return script.result(call, self._script(keys=call.keys, args=call.args)).data

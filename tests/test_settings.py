@@ -106,3 +106,34 @@ def test_cors_origins_are_written_as_browsers_send_them() -> None:
     settings = Settings.from_env({"GATEWAY_CORS_ORIGINS":
                                   "HTTPS://Dash.Example:443,http://LOCALHOST:80,http://h:8080"})
     assert settings.cors_origins == ("https://dash.example", "http://localhost", "http://h:8080")
+
+
+def test_cluster_mode_takes_one_node_or_several() -> None:
+    settings = Settings.from_env({"GATEWAY_REDIS_CLUSTER": "true",
+                                  "REDIS_URL": "redis://:pw@a:7000,b:7001, redis://c:7002"})
+    assert settings.redis_cluster
+    assert Settings.from_env({"GATEWAY_REDIS_CLUSTER": "yes",
+                              "REDIS_URL": "rediss://a:7000"}).redis_cluster
+    assert not Settings.from_env({}).redis_cluster
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"GATEWAY_REDIS_CLUSTER": "true"}, "GATEWAY_REDIS_CLUSTER=true needs REDIS_URL"),
+    ({"GATEWAY_REDIS_CLUSTER": "true", "REDIS_URL": "unix:///run/redis.sock"}, "unix socket"),
+    ({"REDIS_URL": "redis://a:7000,b:7001"}, "set GATEWAY_REDIS_CLUSTER=true"),
+    ({"GATEWAY_REDIS_CLUSTER": "true", "REDIS_URL": "redis://a:1,b"}, "node 2 is neither"),
+    ({"GATEWAY_REDIS_CLUSTER": "true", "REDIS_URL": "redis://a:1,b:99999"}, "node 2"),
+    ({"GATEWAY_REDIS_CLUSTER": "true", "REDIS_URL": "redis://a:1,http://b:2"}, "node"),
+    ({"GATEWAY_REDIS_CLUSTER": "true", "REDIS_URL": "redis://a:1,redis://b:2/3"}, "database 3"),
+    ({"GATEWAY_REDIS_CLUSTER": "maybe", "REDIS_URL": "redis://a:1"}, "GATEWAY_REDIS_CLUSTER="),
+])
+def test_a_cluster_setting_that_cannot_work_is_refused(env: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError, match=says) as refused:
+        Settings.from_env(env)
+    assert "pw" not in str(refused.value)
+
+
+def test_several_nodes_are_named_without_their_passwords() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"REDIS_URL": "redis://u:secret1@a:1,redis://u:secret2@b:2"})
+    assert "secret" not in str(refused.value) and "REDACTED" in str(refused.value)

@@ -2,9 +2,10 @@
 
 A Redis that cannot be reached is an outage: the gateway starts, answers 503 and
 ``/readyz`` 503, and reconnects with backoff until it answers (docs/operations.md). A
-Redis that answers and refuses the credentials, or an endpoint that does not speak
-Redis at all, will never work however long it is retried: start-up stops with one line
-that says why, and ``/healthz`` never gets to say "ok" over it.
+Redis that answers and refuses the credentials, an endpoint that does not speak Redis
+at all, or a server of the other mode (a cluster node without GATEWAY_REDIS_CLUSTER, or
+the other way round) will never work however long it is retried: start-up stops with
+one line that says why, and ``/healthz`` never gets to say "ok" over it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
 )
+
+from gateway.backend import nodes
 
 _CREDENTIALS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password")
 
@@ -32,15 +35,29 @@ def refusal(exc: BaseException) -> str | None:
     return None
 
 
-async def check(url: str, socket_seconds: float) -> str | None:
+async def check(url: str, socket_seconds: float, *, cluster: bool = False) -> str | None:
     """Why Redis refuses the configuration in ``url``; None when it answers, or cannot be
-    reached now (then the backend retries and logs each backoff step)."""
-    try:
-        async with redis.asyncio.Redis.from_url(
-                url, socket_timeout=socket_seconds,
-                socket_connect_timeout=socket_seconds) as client:
-            await client.ping()
-    except (RedisError, OSError) as exc:
-        return refusal(exc)
-    return None
-
+    reached now (then the backend retries and logs each backoff step). In cluster mode
+    the first node of ``url`` that answers is asked."""
+    found: str | None = None
+    for node in nodes.split(url) if cluster else [url]:
+        try:
+            async with redis.asyncio.Redis.from_url(
+                    node, socket_timeout=socket_seconds,
+                    socket_connect_timeout=socket_seconds) as client:
+                await client.ping()
+                info = await client.info("cluster")
+        except (RedisError, OSError) as exc:
+            found = refusal(exc)
+            if found is not None or not cluster:
+                return found
+            continue  # another node may answer
+        enabled = bool(info.get("cluster_enabled"))
+        if enabled and not cluster:
+            return ("it is a node of a Redis Cluster: set GATEWAY_REDIS_CLUSTER=true (and "
+                    "name one node or several, comma-separated)")
+        if cluster and not enabled:
+            return ("GATEWAY_REDIS_CLUSTER=true, but it is no cluster node: unset "
+                    "GATEWAY_REDIS_CLUSTER for a single server")
+        return None
+    return found

@@ -14,9 +14,10 @@ import logging
 import os
 import random
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import anyio
+from redis.crc import key_slot
 
 from gateway.backend.base import Listener
 from gateway.backend.connection import RedisConnection, Reply
@@ -25,6 +26,8 @@ from gateway.observability.metrics import STATS
 log = logging.getLogger("gateway.backend")
 
 Publish = Callable[[bytes, bytes], Awaitable[object]]
+# Replies of a cluster node that mean a channel's slot is served elsewhere now.
+_MOVED = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 
 # SUBSCRIBE/UNSUBSCRIBE take this many channels per command at most.
 _BATCH = 1000
@@ -51,7 +54,15 @@ class Subscriber:
         connect_timeout: float,
         probe_seconds: float,
         publish: Publish,
+        sharded: bool = False,
+        probe_channel: Callable[[], bytes | None] | None = None,
+        on_moved: Callable[[Collection[bytes]], None] | None = None,
     ) -> None:
+        """``sharded``: one node of a cluster, with SSUBSCRIBE and SPUBLISH; its probe
+        channel, one of the node's slots, is picked by ``probe_channel`` at each connect
+        (the slot may have moved meanwhile). ``on_moved`` is told the channels
+        the node stopped serving (their slot moved, or the node refused them as moved),
+        or none when the node cannot be reached: what to re-route."""
         self._url = url
         self._connect_timeout = connect_timeout
         self._probe_seconds = probe_seconds
@@ -67,6 +78,15 @@ class Subscriber:
         self._conn: RedisConnection | None = None
         # The connection publishes to a channel of its own and expects to hear it back.
         self._probe_channel = f"gw:probe:{secrets.token_hex(8)}".encode()
+        self._pick_probe = probe_channel
+        self._sharded = sharded
+        self._commands = (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if sharded else (
+            b"SUBSCRIBE", b"UNSUBSCRIBE")
+        self._message = b"smessage" if sharded else b"message"
+        self._on_moved = on_moved
+        # Channels subscribed in another connection's place (their slot moved here): told
+        # as restored once confirmed, since messages may have been missed meanwhile.
+        self._owed: set[bytes] = set()
         self._probe_heard: asyncio.Event | None = None
         # After a reconnect: the channels resubscribed, told as restored once Redis has
         # processed every SUBSCRIBE before the PING that follows them.
@@ -77,6 +97,10 @@ class Subscriber:
         self._reported: str | None = None
         self._refusals = 0
         self.reconnects = 0
+
+    @property
+    def url(self) -> str:
+        return self._url
 
     @property
     def listening(self) -> bool:
@@ -112,6 +136,8 @@ class Subscriber:
                         on_read=self._on_read)
             except (OSError, TimeoutError, ConnectionError) as exc:
                 failures += 1
+                if self._on_moved is not None:
+                    self._on_moved(())  # a node that fails over: ask where its slots went
                 now = asyncio.get_running_loop().time()
                 if (str(exc), backoff) != said:
                     log.warning("pub/sub connection to Redis failed: %s; retrying in %.2fs",
@@ -127,9 +153,12 @@ class Subscriber:
             failures, said = 0, ("", 0.0)
             self._conn, self._healthy, self._refusal = conn, False, None
             self._inflight.clear()
-            self._send(b"SUBSCRIBE", [self._probe_channel, *self.channels])
+            if self._pick_probe is not None:
+                self._probe_channel = self._pick_probe() or self._probe_channel
+            self._send(self._commands[0], [self._probe_channel, *self.channels])
             # Redis answers in order: the PONG comes once every SUBSCRIBE before it is done.
-            self._restoring.append(set(self.channels) if self.reconnects else None)
+            owed, self._owed = self._owed & self.channels, set()
+            self._restoring.append(set(self.channels) if self.reconnects else owed or None)
             conn.send(b"PING")
             await conn.closed
             healthy, refusal = self._healthy, self._refusal
@@ -138,6 +167,8 @@ class Subscriber:
             self.reconnects += 1
             STATS.redis_reconnects += 1
             listener.on_lost(frozenset(self.channels))
+            if self._on_moved is not None and (refusal is None or refusal.startswith(_MOVED)):
+                self._on_moved(())
             if healthy:
                 # A connection that worked: reconnect at once, from the first backoff.
                 backoff = _FIRST_BACKOFF
@@ -163,8 +194,12 @@ class Subscriber:
             hint = (" The Redis user needs the pub/sub commands and the gateway's channels:"
                     " `ACL SETUSER <user> +@pubsub &gw:*` (Redis 7 gives a new user no"
                     " channel at all: resetchannels).")
+        elif self._sharded and refusal.startswith(_MOVED):
+            log.warning("a cluster node refused a channel as moved (%s): re-routing", refusal)
+            return
         elif refusal.startswith(("MOVED", "ASK", "CROSSSLOT")):
-            hint = " REDIS_URL names a node of a Redis Cluster."
+            hint = (" REDIS_URL names a node of a Redis Cluster: set"
+                    " GATEWAY_REDIS_CLUSTER=true.")
         log.error("Redis refused a pub/sub command: %s.%s Retrying with backoff (from "
                   "%.2fs up to %.0fs); logged again only if the reply changes.",
                   refusal, hint, backoff, _MAX_BACKOFF)
@@ -193,19 +228,44 @@ class Subscriber:
 
     # -- channels -----------------------------------------------------------------------
 
-    def subscribe(self, names: Iterable[bytes]) -> None:
+    def subscribe(self, names: Iterable[bytes], *, restore: bool = False) -> None:
+        """``restore``: the channels come from another connection, which lost them; they
+        are told as restored once Redis confirmed them here."""
         new = [name for name in names if name not in self.channels]
         self.channels.update(new)
-        self._send(b"SUBSCRIBE", new)
+        self._send(self._commands[0], new)
+        if restore and new:
+            if self._conn is None:
+                self._owed.update(new)  # the connection loop tells them once connected
+            else:
+                self._restoring.append(set(new))
+                self._conn.send(b"PING")
 
     def unsubscribe(self, names: Iterable[bytes]) -> None:
         gone = [name for name in names if name in self.channels]
         self.channels.difference_update(gone)
-        self._send(b"UNSUBSCRIBE", gone)
+        self._send(self._commands[1], gone)
+
+    def forget(self, names: Iterable[bytes]) -> None:
+        """Stop delivering channels the node no longer serves, without a command (the
+        node would refuse it as moved). Messages it still sends for them reach the
+        listener, which drops what its watchers already have."""
+        self.channels.difference_update(names)
+        self._owed.difference_update(names)
 
     def _send(self, command: bytes, names: list[bytes]) -> None:
         if self._conn is None or not names:
             return  # the connection loop subscribes every channel when it connects
+        if self._sharded:
+            # One SSUBSCRIBE takes the channels of one slot only (else CROSSSLOT).
+            by_slot: dict[int, list[bytes]] = {}
+            for name in names:
+                by_slot.setdefault(key_slot(name), []).append(name)
+            for same_slot in by_slot.values():
+                for name in same_slot:
+                    self._inflight[name] = self._inflight.get(name, 0) + 1
+                self._conn.send(command, *same_slot)
+            return
         for start in range(0, len(names), _BATCH):
             batch = names[start:start + _BATCH]
             for name in batch:
@@ -221,7 +281,8 @@ class Subscriber:
         try:
             if self._refusal is not None:
                 return  # what follows a refusal on a closing connection counts for nothing
-            if type(reply) is list and reply[0] == b"message" and reply[1] != self._probe_channel:
+            if (type(reply) is list and reply[0] == self._message
+                    and reply[1] != self._probe_channel):
                 self._messages.append((reply[1], reply[2]))  # handed on at the read's end
                 return
             self._on_other_reply(reply, listener)
@@ -256,11 +317,16 @@ class Subscriber:
                 self._conn.close()
             return
         kind = reply[0] if isinstance(reply, list) and reply else None
-        if kind == b"message":  # the probe's
+        if kind == self._message:  # the probe's
             if self._probe_heard is not None:
                 self._probe_heard.set()
-        elif kind in (b"subscribe", b"unsubscribe"):
+        elif kind in (b"subscribe", b"unsubscribe", b"ssubscribe"):
             self._confirmed(reply[1], listener)
+        elif kind == b"sunsubscribe":
+            if reply[1] in self._inflight:
+                self._confirmed(reply[1], listener)
+            else:
+                self._dropped(reply[1])
         elif kind == b"pong" and self._restoring:
             restored = self._restoring.pop(0)
             if not self._healthy:
@@ -271,6 +337,15 @@ class Subscriber:
                     self._reported, self._refusals = None, 0
             if restored is not None and listener is not None:
                 listener.on_restored(restored)
+
+    def _dropped(self, name: bytes) -> None:
+        """A cluster node ended a subscription of its own accord: the channel's slot moved
+        to another node (or the probe's did, and this connection starts over)."""
+        if name == self._probe_channel:
+            if self._conn is not None:
+                self._conn.close()
+        elif name in self.channels and self._on_moved is not None:
+            self._on_moved((name,))
 
     def _confirmed(self, name: bytes, listener: Listener | None) -> None:
         left = self._inflight.get(name, 0) - 1

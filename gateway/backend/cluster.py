@@ -1,0 +1,145 @@
+"""The backend on a Valkey/Redis Cluster (GATEWAY_REDIS_CLUSTER=true, docs/architecture.md).
+
+Every key and channel of a tenant carries its hash tag, so each read, each update script
+and each publish lands on the one shard that serves the tenant's slot. Reads, the update
+script and the topology go through redis-py's cluster client, which follows ``MOVED``,
+``ASK`` and failovers on its own; channels go through one sharded pub/sub connection
+per primary (gateway.backend.shards), and the script publishes with SPUBLISH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
+
+from gateway.backend import nodes
+from gateway.backend.base import Listener
+from gateway.backend.connection import Reply
+from gateway.backend.queries import Queries
+from gateway.backend.shards import Shards
+from gateway.backend.topology import Topology
+from gateway.contract import keys, script
+from gateway.contract.script import Change, Lifetimes
+from gateway.errors import BackendUnavailable
+
+# The commands gateway.backend.queries sends, answered as Redis answers them (a flat
+# list for HGETALL, the raw scores): redis-py's reply callbacks are off for these.
+_RAW = ("GET", "SET", "HMGET", "HGETALL", "HSET", "ZMSCORE", "ZRANGE", "ZCOUNT", "ZCARD",
+        "PING", "SPUBLISH")
+_UNAVAILABLE = (redis.exceptions.RedisError, OSError, TimeoutError)
+
+
+class ClusterReads:
+    """The read path on a cluster: each command to the primary of its key's slot."""
+
+    def __init__(self, client: RedisCluster, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def request(self, *args: str | bytes) -> Reply:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._client.execute_command(*args)
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(f"{args[0]!r}: {exc}") from exc
+
+    async def request_many(self, commands: list[tuple[str | bytes, ...]]) -> list[Reply]:
+        if not commands:
+            return []
+        try:
+            async with asyncio.timeout(self._timeout):
+                pipe = self._client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies: list[Reply] = await pipe.execute()
+                return replies
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(f"{commands[0][0]!r}: {exc}") from exc
+
+
+class ClusterBackend(Queries):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        max_connections: int,
+        subscribe_timeout: float,
+        probe_seconds: float,
+    ) -> None:
+        # RESP2, as gateway.backend.queries reads the replies on one server.
+        client = nodes.async_client(
+            url, cluster=True, max_connections=max_connections, socket_timeout=timeout,
+            socket_connect_timeout=timeout, protocol=2)
+        assert isinstance(client, RedisCluster)
+        for command in _RAW:
+            client.response_callbacks.pop(command, None)
+        self._client = client
+        super().__init__(ClusterReads(client, timeout))
+        self._script = client.register_script(script.SCRIPT)
+        self._forget = client.register_script(script.FORGET_SCRIPT)
+        self._shards = Shards(Topology(client, nodes.split(url)[0]),
+                              connect_timeout=subscribe_timeout, probe_seconds=probe_seconds,
+                              publish=self._publish)
+
+    @classmethod
+    @asynccontextmanager
+    async def connected(cls, url: str, **options: Any) -> AsyncIterator[ClusterBackend]:
+        """The backend, closed at the end of the block (its pub/sub runs under listen)."""
+        backend = cls(url, **options)
+        try:
+            yield backend
+        finally:
+            await backend._client.aclose()
+
+    async def forget(self, tenant: str, job_ids: Sequence[str]) -> None:
+        try:
+            for job_id in job_ids:
+                await self._forget(keys=keys.forget_keys(tenant, job_id), args=[job_id])
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def _publish(self, channel: bytes, payload: bytes) -> object:
+        return await self._reads.request("SPUBLISH", channel, payload)
+
+    async def change(self, op: str, job_id: str, payload: dict[str, Any], *, tenant: str,
+                     lifetimes: Lifetimes) -> Change:
+        call = script.call(op, job_id, payload, tenant=tenant, lifetimes=lifetimes,
+                           publish="SPUBLISH")
+        try:
+            reply = await self._script(keys=call.keys, args=call.args)
+        except _UNAVAILABLE as exc:
+            # As on one server: Redis refused the call itself (OOM, NOPERM, CLUSTERDOWN),
+            # not the change; the script's own refusals are replies, read by result().
+            raise BackendUnavailable(str(exc)) from exc
+        return script.result(call, reply)
+
+    # -- channels -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def listen(self, listener: Listener) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._shards.run, listener)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    @property
+    def listening(self) -> bool:
+        return self._shards.listening
+
+    def subscribe(self, channels: Sequence[bytes]) -> None:
+        self._shards.subscribe(channels)
+
+    def unsubscribe(self, channels: Sequence[bytes]) -> None:
+        self._shards.unsubscribe(channels)
+
+    def subscribed(self, channel: bytes) -> bool:
+        return self._shards.subscribed(channel)
