@@ -28,8 +28,10 @@ T = TypeVar("T")
 class Observer:
     """Follows ``path`` until ``done()``; ``seen[job_id]`` lists (epoch, version) in order."""
 
-    def __init__(self, base_url: str, path: str, *, jobs: set[str]) -> None:
+    def __init__(self, base_url: str, path: str, *, jobs: set[str],
+                 headers: dict[str, str] | None = None) -> None:
         self.base_url, self.path, self.jobs = base_url, path, jobs
+        self.headers = headers or {}
         self.seen: dict[str, list[tuple[str, int]]] = {}
         self.last: dict[str, dict[str, Any]] = {}
         self.last_id: str | None = None
@@ -57,7 +59,7 @@ class Observer:
                                  f"versions {({k: v['version'] for k, v in self.last.items()})}")
 
     async def _connect(self, client: httpx.AsyncClient) -> None:
-        headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+        headers = {**self.headers, **({"Last-Event-ID": self.last_id} if self.last_id else {})}
         async with aconnect_sse(client, "GET", self.path, headers=headers) as source:
             status = source.response.status_code
             if status == 204:
@@ -78,15 +80,18 @@ class Observer:
                     return
 
 
-def patiently(call: Callable[[], T], *, timeout: float = 30) -> T | None:
-    """A worker call through an outage: retried on connection errors. A change that went
-    through before its reply was lost is refused on the retry; that counts as done."""
+def patiently(call: Callable[[], T], *, timeout: float = 30,
+              errors: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError),
+              ) -> T | None:
+    """A worker call through an outage: retried on connection errors (``errors``). A
+    change that went through before its reply was lost is refused on the retry; that
+    counts as done."""
     deadline = time.monotonic() + timeout
     retried = False
     while True:
         try:
             return call()
-        except (redis.ConnectionError, redis.TimeoutError):
+        except errors:
             if time.monotonic() > deadline:
                 raise
             retried = True
@@ -97,14 +102,15 @@ def patiently(call: Callable[[], T], *, timeout: float = 30) -> T | None:
             raise
 
 
-def assert_consistent(observer: Observer, r: redis.Redis, job_ids: list[str]) -> None:
+def assert_consistent(observer: Observer, r: Any, job_ids: list[str],
+                      tenant: str = "default") -> None:
     """Versions only go up (per epoch), and the last snapshot is the one in Redis."""
     for job_id in job_ids:
         seen = observer.seen.get(job_id)
         assert seen, f"{job_id}: nothing observed"
         for (epoch_a, a), (epoch_b, b) in itertools.pairwise(seen):
             assert epoch_a != epoch_b or a < b, f"{job_id}: version {b} after {a}: {seen}"
-        stored = r.hget(keys.job_key("default", job_id), "snapshot")
+        stored = r.hget(keys.job_key(tenant, job_id), "snapshot")
         assert stored is not None, f"{job_id}: not in Redis"
         assert observer.last[job_id] == json.loads(stored), job_id
 
