@@ -333,13 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ChangeRefused as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
-    except redis.exceptions.RedisError as exc:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
         from gateway.backend.preflight import refusal
 
         reason = refusal(exc)
         if reason is not None:
             print(f"gateway: REDIS_URL: {reason}", file=sys.stderr)
-        elif isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        elif isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
+                        | redis.exceptions.RedisClusterException):
             print(f"gateway: cannot reach Redis: {exc}", file=sys.stderr)
         else:
             print(f"gateway: Redis answered with an error: {exc}", file=sys.stderr)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import redis.asyncio
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
     InvalidResponse,
+    MovedError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -22,6 +25,10 @@ from redis.exceptions import (
 from gateway.backend import nodes
 
 _CREDENTIALS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password")
+A_CLUSTER = ("it is a node of a Redis Cluster: set GATEWAY_REDIS_CLUSTER=true (and name "
+             "one node or several, comma-separated)")
+NO_CLUSTER = ("GATEWAY_REDIS_CLUSTER=true, but it is no cluster node: unset "
+              "GATEWAY_REDIS_CLUSTER for a single server")
 
 
 def refusal(exc: BaseException) -> str | None:
@@ -32,6 +39,11 @@ def refusal(exc: BaseException) -> str | None:
         return f"Redis refuses the credentials: {exc}"
     if isinstance(exc, InvalidResponse):
         return f"the server there does not speak the Redis protocol ({exc})"
+    if isinstance(exc, MovedError | AskError) or (
+            isinstance(exc, ResponseError) and str(exc).startswith(("MOVED", "CROSSSLOT"))):
+        return A_CLUSTER
+    if isinstance(exc, RedisClusterException) and "not enabled" in str(exc):
+        return NO_CLUSTER
     return None
 
 
@@ -54,10 +66,8 @@ async def check(url: str, socket_seconds: float, *, cluster: bool = False) -> st
             continue  # another node may answer
         enabled = bool(info.get("cluster_enabled"))
         if enabled and not cluster:
-            return ("it is a node of a Redis Cluster: set GATEWAY_REDIS_CLUSTER=true (and "
-                    "name one node or several, comma-separated)")
+            return A_CLUSTER
         if cluster and not enabled:
-            return ("GATEWAY_REDIS_CLUSTER=true, but it is no cluster node: unset "
-                    "GATEWAY_REDIS_CLUSTER for a single server")
+            return NO_CLUSTER
         return None
     return found

@@ -1,0 +1,70 @@
+"""The ``gateway`` command on a Valkey Cluster: keys, job and serve --workers, all with
+GATEWAY_REDIS_CLUSTER=true, and a clear stop when the mode does not match the server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+from conftest import GatewayProcess, wait_ready
+from httpx_sse import connect_sse
+
+from gateway.embedded import EmbeddedCluster
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _gateway(url: str, *args: str, cluster: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {"REDIS_URL": url, "PATH": "/usr/bin:/bin"}
+    if cluster:
+        env["GATEWAY_REDIS_CLUSTER"] = "true"
+    return subprocess.run([sys.executable, "-m", "gateway", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_keys_job_and_serve_with_workers_on_a_cluster(cluster: EmbeddedCluster) -> None:
+    made = _gateway(cluster.url, "keys", "create", "--tenant", "acme", "--scope", "write",
+                    "--json")
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)["key"]
+    for args in (["create", "j1"], ["start", "j1"], ["progress", "j1", "40"]):
+        done = _gateway(cluster.url, "job", *args, "--tenant", "acme")
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["progress"]["percent"] == 40
+    gateway = GatewayProcess(cluster.url, {"GATEWAY_REDIS_CLUSTER": "true"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(gateway.port), "--workers",
+         "2"], env=gateway.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(gateway.url, 30)
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=gateway.url, headers=headers, timeout=10) as client, \
+                connect_sse(client, "GET", "/v1/jobs/j1") as source:
+            events = source.iter_sse()
+            first = next(events)
+            assert json.loads(first.data)["progress"]["percent"] == 40
+            done = _gateway(cluster.url, "job", "complete", "j1", "--tenant", "acme")
+            assert done.returncode == 0, done.stderr
+            last = next(e for e in events if e.event == "status")
+            assert json.loads(last.data)["status"] == "completed"
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_a_cluster_without_the_setting_and_a_server_with_it_stop_in_one_line(
+    cluster: EmbeddedCluster, redis_url: str
+) -> None:
+    node = cluster.url.split(",")[0]
+    for url, cluster_mode, says in (
+            (node, False, "set GATEWAY_REDIS_CLUSTER=true"),
+            (redis_url, True, "no cluster node")):
+        served = _gateway(url, "serve", "--port", "0", cluster=cluster_mode)
+        assert served.returncode == 2, served.stderr
+        assert says in served.stderr and len(served.stderr.strip().splitlines()) == 1, (
+            served.stderr)
+        job = _gateway(url, "job", "create", "x", cluster=cluster_mode)
+        assert job.returncode == 2 and says in job.stderr, job.stderr
