@@ -102,7 +102,8 @@ class Backend(Protocol):
 
     @property
     def listening(self) -> bool:
-        """Whether messages are delivered now (every pub/sub connection is up)."""
+        """Whether messages are delivered now (what /readyz tells): every pub/sub
+        connection is up (on a cluster: some primary's is, see gateway.backend.shards)."""
 
     def subscribe(self, channels: Sequence[bytes]) -> None:
         """Start delivering ``channels``; ``on_subscribed`` follows for each."""

@@ -72,7 +72,7 @@ class Shards:
                 self._apply()
             await anyio.sleep(_MIN_REFRESH_GAP)
             with anyio.move_on_after(
-                    _HEALTHY_REFRESH if self.listening else _UNHEALTHY_REFRESH):
+                    _HEALTHY_REFRESH if self._all_listening else _UNHEALTHY_REFRESH):
                 await self._wake.wait()
             self._wake.clear()
 
@@ -137,8 +137,17 @@ class Shards:
 
     @property
     def listening(self) -> bool:
-        return (bool(self._subscribers) and not self._unhomed
-                and all(subscriber.listening for subscriber, _ in self._subscribers.values()))
+        """The slot map is known and some primary's connection works. Not all of them:
+        while one shard fails over, every gateway process is as cut off from it as the
+        others, and a readiness check that failed on all of them would take the other
+        shards' streams out of the load balancer too."""
+        return not self._unhomed and any(
+            subscriber.listening for subscriber, _ in self._subscribers.values())
+
+    @property
+    def _all_listening(self) -> bool:
+        return bool(self._subscribers) and not self._unhomed and all(
+            subscriber.listening for subscriber, _ in self._subscribers.values())
 
     def subscribe(self, names: Iterable[bytes]) -> None:
         batches: dict[Subscriber, list[bytes]] = {}

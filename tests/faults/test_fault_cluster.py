@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import anyio
+import httpx
 import pytest
 import redis
 import redis.cluster
@@ -231,6 +232,15 @@ async def test_streams_recover_after_a_primary_fails_over(
             threads, stop = run_workers(
                 [(cluster.url, t, jobs[t], kill_once if t == tenants[0] else nothing)
                  for t in tenants])
+            # While that shard fails over, the processes stay ready: the other shards'
+            # streams must not leave the load balancer with it.
+            with anyio.fail_after(30):
+                while not killed.is_set():
+                    await anyio.sleep(0.02)
+            async with httpx.AsyncClient() as http:
+                for _ in range(10):
+                    assert (await http.get(f"{a.url}/readyz")).status_code == 200
+                    await anyio.sleep(0.05)
         join(threads, stop)
         assert killed.is_set() and cluster.owner(
             key_slot(keys.tenant_channel(tenants[0]).encode())) is not victim
