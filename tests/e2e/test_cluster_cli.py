@@ -4,15 +4,21 @@ GATEWAY_REDIS_CLUSTER=true, and a clear stop when the mode does not match the se
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
 from conftest import GatewayProcess, wait_ready
 from httpx_sse import connect_sse
 
+from gateway.auth import apikeys
+from gateway.auth.principal import Scope
+from gateway.backend import nodes
 from gateway.embedded import EmbeddedCluster
+from gateway.worker import SyncWorker
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -68,3 +74,60 @@ def test_a_cluster_without_the_setting_and_a_server_with_it_stop_in_one_line(
             served.stderr)
         job = _gateway(url, "job", "create", "x", cluster=cluster_mode)
         assert job.returncode == 2 and says in job.stderr, job.stderr
+
+
+def test_a_gateway_and_a_worker_work_under_the_documented_cluster_acl(
+    cluster: EmbeddedCluster,
+) -> None:
+    from test_acl import OPERATIONS, documented_acl
+
+    additions = dict(re.findall(r"^(\w+) on a cluster: (.+)$", OPERATIONS.read_text(), re.M))
+    assert additions.keys() == {"gateway", "worker"}
+    users = {user: [*rules, *additions[user].split()] for user, rules in documented_acl().items()}
+    for node in cluster.nodes:
+        with cluster.client(node) as client:
+            for user, rules in users.items():
+                client.execute_command("ACL", "SETUSER", user, "reset", *rules)
+
+    def url(user: str) -> str:
+        return ",".join(node.replace("redis://", f"redis://{user}:pw-{user}@")
+                        for node in cluster.url.split(","))
+
+    with nodes.sync_client(cluster.url, cluster=True) as admin:
+        key, _ = apikeys.create(admin, "acme", Scope.WRITE)
+    gateway = GatewayProcess(url("gateway"), {"GATEWAY_REDIS_CLUSTER": "true",
+                                               "GATEWAY_PROBE_SECONDS": "0.2"})
+    gateway.start()
+    try:
+        with SyncWorker.from_url(url("worker"), cluster=True, tenant="acme") as worker, \
+                httpx.Client(base_url=gateway.url, timeout=10,
+                             headers={"Authorization": f"Bearer {key}"}) as client:
+            token = client.post("/v1/tokens", json={}).json()["token"]
+            assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}
+                              ).status_code == 200
+            assert client.post("/v1/jobs", json={"job_id": "acl"}).status_code == 201
+            with connect_sse(client, "GET", "/v1/jobs/acl") as source:
+                events = source.iter_sse()
+                assert next(events).event == "snapshot"
+                worker.start("acl")
+                worker.progress("acl", 50)
+                worker.complete("acl", file_url="https://files.example/acl.pdf")
+                last = [event for event in events][-1]
+            assert json.loads(last.data)["status"] == "completed"
+            with connect_sse(client, "GET", "/v1/jobs", headers={"Last-Event-ID": last.id}
+                             ) as source:
+                assert source.response.status_code == 200
+            time.sleep(0.5)  # several probes, each a SPUBLISH heard back
+            assert httpx.get(f"{gateway.url}/readyz").status_code == 200
+    finally:
+        gateway.stop()
+        denied = []
+        for node in cluster.nodes:
+            with cluster.client(node) as client:
+                # Naming a connection is skipped where refused (docs/operations.md).
+                denied += [entry["object"] for entry in client.acl_log()
+                           if entry.get("username") in users and entry["object"] not in (
+                               "client|setname", "client|setinfo")]
+                for user in users:
+                    client.execute_command("ACL", "DELUSER", user)
+    assert denied == [], denied
