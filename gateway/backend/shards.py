@@ -30,6 +30,12 @@ log = logging.getLogger("gateway.backend")
 _UNHEALTHY_REFRESH, _HEALTHY_REFRESH = 0.5, 10.0
 # At most this often however many connections ask at once.
 _MIN_REFRESH_GAP = 0.1
+# A channel its node dropped waits this many reads of the slot map for another owner (the
+# node asked may not have learnt of the move yet) before it is subscribed where the map
+# says, whatever that is.
+_DROPPED_TRIES = 10
+# A slot map that cannot be read is said once per distinct error, and again this often.
+_REPEAT_SECONDS = 60.0
 
 
 class Shards:
@@ -44,6 +50,8 @@ class Shards:
         self._subscribers: dict[str, tuple[Subscriber, anyio.CancelScope]] = {}
         self._home: dict[bytes, Subscriber] = {}  # each watched channel's subscriber
         self._unhomed: set[bytes] = set()  # watched before the slot map was known
+        # Channels a node ended of its own accord: (its URL, reads of the map since).
+        self._dropped: dict[bytes, tuple[str, int]] = {}
         self._wake: asyncio.Event | None = None
 
     # -- lifetime -----------------------------------------------------------------------
@@ -62,22 +70,34 @@ class Shards:
     async def _follow(self) -> None:
         """Read the slot map whenever asked (and now and then), and re-route."""
         assert self._wake is not None
+        said, said_at = "", 0.0
         while True:
             try:
                 with anyio.fail_after(self._connect_timeout):
                     await self._topology.refresh()
             except Exception as exc:  # no node answers: as an outage, retried
-                log.warning("the cluster's slot map could not be read: %s", exc)
+                now = anyio.current_time()
+                if str(exc) != said or now - said_at > _REPEAT_SECONDS:
+                    log.warning("the cluster's slot map could not be read: %s; retrying", exc)
+                    said, said_at = str(exc), now
             else:
+                if said:
+                    log.warning("the cluster's slot map is read again")
+                    said = ""
                 self._apply()
             await anyio.sleep(_MIN_REFRESH_GAP)
-            with anyio.move_on_after(
-                    _HEALTHY_REFRESH if self._all_listening else _UNHEALTHY_REFRESH):
+            settled = self._all_listening and not self._dropped
+            with anyio.move_on_after(_HEALTHY_REFRESH if settled else _UNHEALTHY_REFRESH):
                 await self._wake.wait()
             self._wake.clear()
 
     def _moved(self, channels: Collection[bytes]) -> None:
-        """A connection's node stopped serving ``channels`` (none: cannot be reached)."""
+        """A connection's node stopped serving ``channels`` (it dropped them: no longer
+        subscribed there), or none: the node cannot be reached."""
+        for name in channels:
+            home = self._home.pop(name, None)
+            if home is not None:
+                self._dropped[name] = (home.url, 0)
         if channels and self._listener is not None:
             self._listener.on_lost(channels)
         if self._wake is not None:
@@ -89,6 +109,14 @@ class Shards:
         for url in primaries:
             self._subscriber(url)
         moved: dict[Subscriber, list[bytes]] = {}
+        for name, (url, tries) in list(self._dropped.items()):
+            owner = topology.owner(name)
+            if owner is None or (owner == url and tries < _DROPPED_TRIES):
+                self._dropped[name] = (url, tries + 1)  # the map may not know yet
+                continue
+            del self._dropped[name]
+            target = self._home[name] = self._subscriber(owner)
+            moved.setdefault(target, []).append(name)
         for name in [*self._home, *self._unhomed]:
             owner = topology.owner(name)
             home = self._home.get(name)
@@ -152,7 +180,7 @@ class Shards:
     def subscribe(self, names: Iterable[bytes]) -> None:
         batches: dict[Subscriber, list[bytes]] = {}
         for name in names:
-            if name in self._home or name in self._unhomed:
+            if name in self._home or name in self._unhomed or name in self._dropped:
                 continue
             owner = self._topology.owner(name)
             if owner is None:
@@ -169,6 +197,7 @@ class Shards:
         batches: dict[Subscriber, list[bytes]] = {}
         for name in names:
             self._unhomed.discard(name)
+            self._dropped.pop(name, None)
             subscriber = self._home.pop(name, None)
             if subscriber is not None:
                 batches.setdefault(subscriber, []).append(name)

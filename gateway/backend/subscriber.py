@@ -345,6 +345,7 @@ class Subscriber:
             if self._conn is not None:
                 self._conn.close()
         elif name in self.channels and self._on_moved is not None:
+            self.channels.discard(name)  # no longer subscribed here
             self._on_moved((name,))
 
     def _confirmed(self, name: bytes, listener: Listener | None) -> None:

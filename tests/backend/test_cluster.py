@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -14,6 +15,7 @@ from redis.crc import key_slot
 from test_standalone import Heard
 
 from gateway.backend.cluster import ClusterBackend
+from gateway.backend.topology import Topology
 from gateway.contract import keys
 from gateway.contract.record import Status
 from gateway.contract.script import Lifetimes
@@ -170,3 +172,50 @@ async def test_a_primary_that_fails_over_loses_and_restores_its_channels() -> No
                 with SyncWorker.from_url(cluster.url, cluster=True, tenant=tenant) as worker:
                     worker.create("a")
                 await _heard(heard, channel, 1)
+
+
+class StaleTopology(Topology):
+    """The slot map as a node that has not learnt of a move yet tells it, for a while."""
+
+    def __init__(self, client: Any, base_url: str) -> None:
+        super().__init__(client, base_url)
+        self.stale: dict[bytes, str] = {}  # channel → the owner it is still told to have
+        self.stale_reads = 0
+
+    async def refresh(self) -> None:
+        await super().refresh()
+        if self.stale:
+            self.stale_reads -= 1
+            if self.stale_reads < 0:
+                self.stale.clear()
+
+    def owner(self, channel: bytes) -> str | None:
+        return self.stale.get(channel) or super().owner(channel)
+
+
+async def test_a_dropped_channel_finds_its_new_primary_through_a_stale_slot_map(
+    cluster: EmbeddedCluster,
+) -> None:
+    tenant = tenant_per_shard(cluster)[0]
+    channel = keys.job_channel(tenant, "a").encode()
+    slot = key_slot(channel)
+    heard = Heard()
+    async with ClusterBackend.connected(cluster.url, **OPTIONS) as backend:
+        topology = StaleTopology(backend._client, cluster.url.split(",")[0])
+        backend._shards._topology = topology
+        with SyncWorker.from_url(cluster.url, cluster=True, tenant=tenant) as worker:
+            worker.create("a")
+            async with backend.listen(heard):
+                await _watch(backend, heard, [channel])
+                old = topology.owner(channel)
+                assert old is not None
+                topology.stale, topology.stale_reads = {channel: old}, 3
+                source = cluster.owner(slot)
+                target = next(n for n in cluster.nodes if n is not source)
+                await anyio.to_thread.run_sync(cluster.migrate, slot, target)
+                with anyio.fail_after(5):  # well before the map's read of every 10 s
+                    while not backend.subscribed(channel):
+                        await asyncio.sleep(0.02)
+                assert not topology.stale
+                worker.start("a")
+                await _heard(heard, channel, 2)
