@@ -22,6 +22,7 @@ from gateway.backend import nodes
 from gateway.backend.base import Listener
 from gateway.backend.connection import Reply
 from gateway.backend.queries import Queries
+from gateway.backend.reads import Reads
 from gateway.backend.shards import Shards
 from gateway.backend.topology import Topology
 from gateway.contract import keys, script
@@ -36,13 +37,37 @@ _UNAVAILABLE = (redis.exceptions.RedisError, OSError, TimeoutError)
 
 
 class ClusterReads:
-    """The read path on a cluster: each command to the primary of its key's slot."""
+    """The read path on a cluster: each command to the primary of its key's slot.
 
-    def __init__(self, client: RedisCluster, timeout: float) -> None:
+    Every request read runs on the pipelined connection of that primary (as on one
+    server, gateway.backend.reads), found in redis-py's slot map. A node that answers
+    ``MOVED``, ``ASK``, ``TRYAGAIN`` or ``CLUSTERDOWN`` (a slot on the move, a failover)
+    or cannot be reached hands the command to redis-py's cluster client, which follows
+    the redirection and mends its map for the next read.
+    """
+
+    def __init__(self, client: RedisCluster, topology: Topology, timeout: float) -> None:
         self._client = client
+        self._topology = topology
         self._timeout = timeout
+        self._nodes: dict[str, Reads] = {}
+
+    def _reads(self, key: str | bytes) -> Reads | None:
+        url = self._topology.owner(key.encode() if isinstance(key, str) else key)
+        if url is None:
+            return None
+        reads = self._nodes.get(url)
+        if reads is None:
+            reads = self._nodes[url] = Reads(url, timeout=self._timeout)
+        return reads
 
     async def request(self, *args: str | bytes) -> Reply:
+        reads = self._reads(args[1]) if len(args) > 1 else None
+        if reads is not None:
+            try:
+                return await reads.request(*args)
+            except BackendUnavailable:
+                pass  # moved, or the node is gone: as redis-py finds it
         try:
             async with asyncio.timeout(self._timeout):
                 return await self._client.execute_command(*args)
@@ -52,6 +77,12 @@ class ClusterReads:
     async def request_many(self, commands: list[tuple[str | bytes, ...]]) -> list[Reply]:
         if not commands:
             return []
+        reads = self._reads(commands[0][1])  # the keys of one hash tag: one slot
+        if reads is not None:
+            try:
+                return await reads.request_many(commands)
+            except BackendUnavailable:
+                pass
         try:
             async with asyncio.timeout(self._timeout):
                 pipe = self._client.pipeline(transaction=False)
@@ -61,6 +92,10 @@ class ClusterReads:
                 return replies
         except _UNAVAILABLE as exc:
             raise BackendUnavailable(f"{commands[0][0]!r}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        for reads in self._nodes.values():
+            await reads.aclose()
 
 
 class ClusterBackend(Queries):
@@ -83,12 +118,13 @@ class ClusterBackend(Queries):
         for command in _RAW:
             client.response_callbacks.pop(command, None)
         self._client = client
-        super().__init__(ClusterReads(client, timeout))
+        topology = Topology(client, nodes.split(url)[0])
+        self._pipelines = ClusterReads(client, topology, timeout)
+        super().__init__(self._pipelines)
         self._script = client.register_script(script.SCRIPT)
         self._forget = client.register_script(script.FORGET_SCRIPT)
-        self._shards = Shards(Topology(client, nodes.split(url)[0]),
-                              connect_timeout=subscribe_timeout, probe_seconds=probe_seconds,
-                              publish=self._publish)
+        self._shards = Shards(topology, connect_timeout=subscribe_timeout,
+                              probe_seconds=probe_seconds, publish=self._publish)
 
     @classmethod
     @asynccontextmanager
@@ -98,6 +134,7 @@ class ClusterBackend(Queries):
         try:
             yield backend
         finally:
+            await backend._pipelines.aclose()
             await backend._client.aclose()
 
     async def forget(self, tenant: str, job_ids: Sequence[str]) -> None:

@@ -23,6 +23,13 @@ from gateway.errors import BackendUnavailable
 
 log = logging.getLogger("gateway.backend")
 
+# Replies of a cluster node that send a command elsewhere (gateway.backend.cluster).
+_REDIRECTS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+
+
+class Redirected(BackendUnavailable):
+    """A cluster node answered that the key is served elsewhere now (or not yet)."""
+
 
 class Reads:
     def __init__(self, url: str, *, timeout: float) -> None:
@@ -81,6 +88,8 @@ class Reads:
         """A read Redis refused is no outage: a request that needs it answers 503 all the
         same, and the log says why, once per distinct reply while it repeats."""
         text = str(refusal)
+        if text.partition(": ")[2].startswith(_REDIRECTS):
+            return Redirected(text)  # the caller asks the cluster's client instead
         if text != self._reported:
             self._reported = text
             hint = (" The Redis user needs every command of docs/operations.md's \"Redis "

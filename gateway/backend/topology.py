@@ -41,7 +41,7 @@ class Topology:
         """The URL of the primary that serves ``channel``'s slot; None when unknown."""
         try:
             node = self._client.nodes_manager.get_node_from_slot(key_slot(channel))
-        except SlotNotCoveredError:
+        except (SlotNotCoveredError, KeyError):  # not read yet, or the slot unserved
             return None
         url = self._urls.get(node.name)
         if url is None:

@@ -219,3 +219,36 @@ async def test_a_dropped_channel_finds_its_new_primary_through_a_stale_slot_map(
                 assert not topology.stale
                 worker.start("a")
                 await _heard(heard, channel, 2)
+
+
+async def test_reads_follow_a_slot_half_moved_and_then_moved(
+    backend: ClusterBackend, cluster: EmbeddedCluster
+) -> None:
+    tenant = tenant_per_shard(cluster)[0]
+    with SyncWorker.from_url(cluster.url, cluster=True, tenant=tenant) as worker:
+        worker.create("a")
+        worker.create("b")
+    assert (await backend.read(tenant, "a")) is not None  # the source's connection is open
+    slot = key_slot(keys.job_key(tenant, "a").encode())
+    source = cluster.owner(slot)
+    target = next(n for n in cluster.nodes if n is not source)
+    source_id, target_id = cluster.node_id(source), cluster.node_id(target)
+    with cluster.client(source) as src, cluster.client(target) as dst:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS",
+                            keys.job_key(tenant, "a"))
+        # Half moved: a is on the target (ASK), b still on the source.
+        a, b = await backend.read(tenant, "a"), await backend.read(tenant, "b")
+        assert a is not None and b is not None and (a.job_id, b.job_id) == ("a", "b")
+        many = await backend.read_many(tenant, ["a", "b"])
+        assert many["a"] is not None and many["b"] is not None
+        while moved := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS",
+                                *moved)
+        for client in (dst, src):
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    # Moved: the old primary answers MOVED, the next read goes to the new one.
+    for _ in range(2):
+        assert await backend.read(tenant, "b") is not None
+        assert (await backend.position(tenant)) is not None
