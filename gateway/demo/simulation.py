@@ -50,9 +50,11 @@ _DECK = [Fate.COMPLETE] * 12 + [Fate.FAIL] * 2 + [Fate.USER_CANCELS, Fate.USER_C
 RETENTION_SECONDS, OUTPUT_TTL_SECONDS = 600, 300
 
 
-def demo_worker(url: str, tenant: str = DEFAULT_TENANT) -> Worker:
-    """The worker library as the simulated workers use it: with the demo's lifetimes."""
-    return Worker.from_url(url, tenant=tenant, retention_seconds=RETENTION_SECONDS,
+def demo_worker(url: str, tenant: str = DEFAULT_TENANT, *, cluster: bool = False) -> Worker:
+    """The worker library as the simulated workers use it: with the demo's lifetimes
+    (``cluster``: ``url`` names a Valkey/Redis Cluster, as GATEWAY_REDIS_CLUSTER says)."""
+    return Worker.from_url(url, cluster=cluster, tenant=tenant,
+                           retention_seconds=RETENTION_SECONDS,
                            output_ttl_seconds=OUTPUT_TTL_SECONDS)
 
 

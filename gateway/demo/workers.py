@@ -41,12 +41,12 @@ def run(options: Options, tenant: str) -> int:
     print(f"{options.workers} simulated workers for tenant {tenant} on "
           f"REDIS_URL={redacted(settings.redis_url)}, about one new job every "
           f"{1 / options.rate:.3g} s; Ctrl-C stops them.", flush=True)
-    return asyncio.run(_main(settings.redis_url, options, tenant))
+    return asyncio.run(_main(settings.redis_url, options, tenant, settings.redis_cluster))
 
 
-async def _main(url: str, options: Options, tenant: str) -> int:
+async def _main(url: str, options: Options, tenant: str, cluster: bool) -> int:
     loop = asyncio.get_running_loop()
-    worker = demo_worker(url, tenant)
+    worker = demo_worker(url, tenant, cluster=cluster)
     simulation = Simulation(worker, options, output_base=OUTPUTS)
     running = asyncio.create_task(simulation.run())
     for sig in (signal.SIGINT, signal.SIGTERM):

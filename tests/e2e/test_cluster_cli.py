@@ -17,6 +17,7 @@ from httpx_sse import connect_sse
 from gateway.auth import apikeys
 from gateway.auth.principal import Scope
 from gateway.backend import nodes
+from gateway.contract import keys
 from gateway.embedded import EmbeddedCluster
 from gateway.worker import SyncWorker
 
@@ -131,3 +132,11 @@ def test_a_gateway_and_a_worker_work_under_the_documented_cluster_acl(
                 for user in users:
                     client.execute_command("ACL", "DELUSER", user)
     assert denied == [], denied
+
+
+def test_the_demo_workers_run_on_a_cluster(cluster: EmbeddedCluster) -> None:
+    done = _gateway(cluster.url, "demo", "--only-workers", "--workers", "2", "--rate", "10",
+                    "--duration", "3", "--tenant", "acme")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with nodes.sync_client(cluster.url, cluster=True) as client:
+        assert client.zcard(keys.index_key("acme")) >= 5
