@@ -58,7 +58,12 @@ async def check(url: str, socket_seconds: float, *, cluster: bool = False) -> st
                     node, socket_timeout=socket_seconds,
                     socket_connect_timeout=socket_seconds) as client:
                 await client.ping()
-                info = await client.info("cluster")
+                try:
+                    info = await client.info("cluster")
+                except ResponseError as exc:
+                    if "NOPERM" not in str(exc):
+                        raise
+                    return None  # an ACL without INFO: the check is skipped
         except (RedisError, OSError) as exc:
             found = refusal(exc)
             if found is not None or not cluster:
