@@ -7,6 +7,7 @@ Settings). Every variable, its default and its meaning is listed there.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -74,19 +75,12 @@ class Settings:
         read = _Reader(os.environ if env is None else env)
         values: dict[str, Any] = {field: read(name, parse, getattr(cls, field))
                                   for field, (name, parse) in _VARIABLES.items()}
-        values["redis_url"] = read("REDIS_URL", _redis_url, None)
-        url = values["redis_url"]
-        if values["redis_cluster"] and url is None:
+        cluster = values["redis_cluster"]
+        values["redis_url"] = read("REDIS_URL", _cluster_url if cluster else _redis_url, None)
+        if cluster and values["redis_url"] is None:
             raise SettingsError(
                 "GATEWAY_REDIS_CLUSTER=true needs REDIS_URL: one or more nodes of the "
                 "cluster, comma-separated (the embedded server is a single one)")
-        if url is not None and values["redis_cluster"] and url.startswith("unix:"):
-            raise SettingsError(f"REDIS_URL={redacted(url)!r}: a cluster is reached over "
-                                "TCP (redis:// or rediss://), not a unix socket")
-        if url is not None and not values["redis_cluster"] and "," in url:
-            raise SettingsError(
-                f"REDIS_URL={redacted(url)!r}: several nodes name a cluster: set "
-                "GATEWAY_REDIS_CLUSTER=true, or give one server's URL")
         # PORT is what platforms such as Heroku set; GATEWAY_PORT wins when both are.
         values["port"] = read("GATEWAY_PORT", _port, read("PORT", _port, cls.port))
         return cls(**values)
@@ -158,16 +152,30 @@ def _port(raw: str) -> int:
 
 
 def _redis_url(raw: str) -> str:
+    """One server's URL (a comma in it is the password's, say, not a list)."""
     scheme = urlsplit(raw).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
-    if "," in raw:  # a cluster's nodes (checked against GATEWAY_REDIS_CLUSTER by from_env)
-        for node in nodes.split(raw):
-            if urlsplit(node).scheme not in ("redis", "rediss"):
-                raise ValueError(f"node {redacted(node)!r} is no redis:// or rediss:// URL")
-            require_database_0(node)
-        return raw
-    require_database_0(raw)
+    try:
+        require_database_0(raw)
+    except ValueError as exc:
+        if "," in raw:  # most likely a cluster's nodes
+            raise ValueError(f"{exc} (for several nodes of a cluster, set "
+                             "GATEWAY_REDIS_CLUSTER=true)") from None
+        raise
+    return raw
+
+
+def _cluster_url(raw: str) -> str:
+    """One node of a cluster or several, comma-separated (a comma in a password is
+    written %2C here)."""
+    if raw.startswith("unix:"):
+        raise ValueError("a cluster is reached over TCP (redis:// or rediss://), not a "
+                         "unix socket")
+    for number, node in enumerate(nodes.split(raw), start=1):
+        if urlsplit(node).scheme not in ("redis", "rediss"):
+            raise ValueError(f"node {number} is no redis:// or rediss:// URL")
+        require_database_0(node)
     return raw
 
 
@@ -186,15 +194,13 @@ def require_database_0(url: str) -> None:
 
 def redacted(url: str) -> str:
     """A URL without its password, fit for an error message (however malformed it is);
-    each of several, comma-separated."""
-    if "," in url:
-        return ",".join(redacted(part) for part in url.split(","))
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    credentials, _, host = rest.partition("@")
-    user = credentials.partition(":")[0]
-    return f"{scheme}://{user}:REDACTED@{host}"
+    each of several, comma-separated, too."""
+    return _CREDENTIALS.sub(r"\1REDACTED@", url)
+
+
+# "scheme://user:" then the password, up to the "@" before the host (a password's own "@"
+# is written %40 in a URL).
+_CREDENTIALS = re.compile(r"(://[^:/@,]*:)[^@]*@")
 
 
 def _secret(raw: str) -> str:

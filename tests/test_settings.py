@@ -133,6 +133,14 @@ def test_a_cluster_setting_that_cannot_work_is_refused(env: dict[str, str], says
     assert "pw" not in str(refused.value)
 
 
+def test_a_comma_in_a_single_servers_password_is_no_list_and_is_never_shown() -> None:
+    url = "redis://u:p,ss@127.0.0.1:6379/0"
+    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"REDIS_URL": "redis://u:p,ss@127.0.0.1:6379/4"})
+    assert "p,ss" not in str(refused.value) and "ss@" not in str(refused.value)
+
+
 def test_several_nodes_are_named_without_their_passwords() -> None:
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"REDIS_URL": "redis://u:secret1@a:1,redis://u:secret2@b:2"})
