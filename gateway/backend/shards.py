@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable
 
 import anyio
 import anyio.abc
+from redis.crc import key_slot
 
 from gateway.backend.base import Listener
 from gateway.backend.subscriber import Publish, Subscriber
@@ -25,16 +26,17 @@ from gateway.backend.topology import Topology
 
 log = logging.getLogger("gateway.backend")
 
-# How often the slot map is read again: while some connection is down (a failover), and
-# otherwise (a primary added, a slot moved with no watched channel on it).
-_UNHEALTHY_REFRESH, _HEALTHY_REFRESH = 0.5, 10.0
+# How often the slot map is read again: while something is unsettled (a connection down,
+# a channel its node dropped), and otherwise (a primary added, a slot moved with no
+# watched channel on it).
+_UNSETTLED_REFRESH, _SETTLED_REFRESH = 0.5, 10.0
 # At most this often however many connections ask at once.
 _MIN_REFRESH_GAP = 0.1
 # A channel its node dropped waits this many reads of the slot map for another owner (the
 # node asked may not have learnt of the move yet) before it is subscribed where the map
 # says, whatever that is.
 _DROPPED_TRIES = 10
-# A slot map that cannot be read is said once per distinct error, and again this often.
+# A slot map that cannot be read is said once per kind of error, and again this often.
 _REPEAT_SECONDS = 60.0
 
 
@@ -49,9 +51,11 @@ class Shards:
         self._tasks: anyio.abc.TaskGroup | None = None
         self._subscribers: dict[str, tuple[Subscriber, anyio.CancelScope]] = {}
         self._home: dict[bytes, Subscriber] = {}  # each watched channel's subscriber
-        self._unhomed: set[bytes] = set()  # watched before the slot map was known
+        self._slots: dict[int, set[bytes]] = {}  # the channels in _home, by slot
+        self._unhomed: set[bytes] = set()  # their slot served by no known primary
         # Channels a node ended of its own accord: (its URL, reads of the map since).
         self._dropped: dict[bytes, tuple[str, int]] = {}
+        self._applied: tuple[str, ...] | None = None  # the slot map last applied
         self._wake: asyncio.Event | None = None
 
     # -- lifetime -----------------------------------------------------------------------
@@ -76,18 +80,19 @@ class Shards:
                 with anyio.fail_after(self._connect_timeout):
                     await self._topology.refresh()
             except Exception as exc:  # no node answers: as an outage, retried
-                now = anyio.current_time()
-                if str(exc) != said or now - said_at > _REPEAT_SECONDS:
+                # Once per kind: redis-py's text names the node it tried last, which varies.
+                now, kind = anyio.current_time(), type(exc).__name__
+                if kind != said or now - said_at > _REPEAT_SECONDS:
                     log.warning("the cluster's slot map could not be read: %s; retrying", exc)
-                    said, said_at = str(exc), now
+                    said, said_at = kind, now
             else:
                 if said:
                     log.warning("the cluster's slot map is read again")
                     said = ""
                 self._apply()
             await anyio.sleep(_MIN_REFRESH_GAP)
-            settled = self._all_listening and not self._dropped
-            with anyio.move_on_after(_HEALTHY_REFRESH if settled else _UNHEALTHY_REFRESH):
+            settled = self._all_listening and not self._dropped and not self._unhomed
+            with anyio.move_on_after(_SETTLED_REFRESH if settled else _UNSETTLED_REFRESH):
                 await self._wake.wait()
             self._wake.clear()
 
@@ -95,7 +100,7 @@ class Shards:
         """A connection's node stopped serving ``channels`` (it dropped them: no longer
         subscribed there), or none: the node cannot be reached."""
         for name in channels:
-            home = self._home.pop(name, None)
+            home = self._unhome(name)
             if home is not None:
                 self._dropped[name] = (home.url, 0)
         if channels and self._listener is not None:
@@ -104,7 +109,13 @@ class Shards:
             self._wake.set()
 
     def _apply(self) -> None:
-        topology, listener = self._topology, self._listener
+        """Re-route what the slot map moved (only the slots whose owner changed are
+        looked at channel by channel), and start or stop connections with the primaries."""
+        topology = self._topology
+        signature = topology.signature()
+        if signature == self._applied and not self._dropped and not self._unhomed:
+            return
+        self._applied = signature
         primaries = topology.primaries()
         for url in primaries:
             self._subscriber(url)
@@ -115,31 +126,48 @@ class Shards:
                 self._dropped[name] = (url, tries + 1)  # the map may not know yet
                 continue
             del self._dropped[name]
-            target = self._home[name] = self._subscriber(owner)
-            moved.setdefault(target, []).append(name)
-        for name in [*self._home, *self._unhomed]:
-            owner = topology.owner(name)
-            home = self._home.get(name)
-            if owner is None or (home is not None and home.url == owner):
+            moved.setdefault(self._home_in(name, owner), []).append(name)
+        for slot, names in list(self._slots.items()):
+            owner = topology.slot_owner(slot)
+            if owner is None:
                 continue
-            target = self._subscriber(owner)
-            if home is not None:
+            for name in [n for n in names if self._home[n].url != owner]:
+                home = self._unhome(name)
+                assert home is not None
                 home.forget((name,))
-                moved.setdefault(target, []).append(name)
-            else:
+                moved.setdefault(self._home_in(name, owner), []).append(name)
+        for name in list(self._unhomed):
+            owner = topology.owner(name)
+            if owner is not None:
                 self._unhomed.discard(name)
-                target.subscribe((name,))
-            self._home[name] = target
-        if moved and listener is not None:
-            names = [name for batch in moved.values() for name in batch]
-            log.info("%d watched channels moved to other cluster nodes", len(names))
-            listener.on_lost(names)
-        for target, names in moved.items():
-            target.subscribe(names, restore=True)
+                self._home_in(name, owner).subscribe((name,))
+        if moved and self._listener is not None:
+            lost = [name for batch in moved.values() for name in batch]
+            log.info("%d watched channels moved to other cluster nodes", len(lost))
+            self._listener.on_lost(lost)
+        for target, batch in moved.items():
+            target.subscribe(batch, restore=True)
         for url, (subscriber, scope) in list(self._subscribers.items()):
             if url not in primaries and not subscriber.channels:
                 scope.cancel()  # no longer a primary (failed over), and nothing left on it
                 del self._subscribers[url]
+
+    def _home_in(self, name: bytes, url: str) -> Subscriber:
+        """Note ``url``'s subscriber as the home of ``name`` (not subscribed here)."""
+        subscriber = self._home[name] = self._subscriber(url)
+        self._slots.setdefault(key_slot(name), set()).add(name)
+        return subscriber
+
+    def _unhome(self, name: bytes) -> Subscriber | None:
+        home = self._home.pop(name, None)
+        if home is not None:
+            slot = key_slot(name)
+            names = self._slots.get(slot)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._slots[slot]
+        return home
 
     def _subscriber(self, url: str) -> Subscriber:
         found = self._subscribers.get(url)
@@ -166,15 +194,15 @@ class Shards:
     @property
     def listening(self) -> bool:
         """The slot map is known and some primary's connection works. Not all of them:
-        while one shard fails over, every gateway process is as cut off from it as the
-        others, and a readiness check that failed on all of them would take the other
-        shards' streams out of the load balancer too."""
-        return not self._unhomed and any(
+        while one shard fails over (or has no primary at all), every gateway process is
+        as cut off from it as the others, and a readiness check that failed on all of
+        them would take the other shards' streams out of the load balancer too."""
+        return self._topology.known and any(
             subscriber.listening for subscriber, _ in self._subscribers.values())
 
     @property
     def _all_listening(self) -> bool:
-        return bool(self._subscribers) and not self._unhomed and all(
+        return bool(self._subscribers) and all(
             subscriber.listening for subscriber, _ in self._subscribers.values())
 
     def subscribe(self, names: Iterable[bytes]) -> None:
@@ -184,12 +212,11 @@ class Shards:
                 continue
             owner = self._topology.owner(name)
             if owner is None:
-                self._unhomed.add(name)  # subscribed once the slot map is known
+                self._unhomed.add(name)  # subscribed once a primary serves its slot
                 if self._wake is not None:
                     self._wake.set()
                 continue
-            subscriber = self._home[name] = self._subscriber(owner)
-            batches.setdefault(subscriber, []).append(name)
+            batches.setdefault(self._home_in(name, owner), []).append(name)
         for subscriber, batch in batches.items():
             subscriber.subscribe(batch)
 
@@ -198,7 +225,7 @@ class Shards:
         for name in names:
             self._unhomed.discard(name)
             self._dropped.pop(name, None)
-            subscriber = self._home.pop(name, None)
+            subscriber = self._unhome(name)
             if subscriber is not None:
                 batches.setdefault(subscriber, []).append(name)
         for subscriber, batch in batches.items():

@@ -309,6 +309,8 @@ class Subscriber:
 
     def _on_other_reply(self, reply: Reply, listener: Listener | None) -> None:
         if isinstance(reply, Exception):
+            if self._sharded and self._moved_slot(str(reply)):
+                return
             # A refused SUBSCRIBE would leave channels silently unsubscribed: start over
             # (the connection loop reports it and backs off).
             if self._refusal is None:
@@ -336,7 +338,26 @@ class Subscriber:
                                 "attempts", self._refusals)
                     self._reported, self._refusals = None, 0
             if restored is not None and listener is not None:
-                listener.on_restored(restored)
+                # Not those that left meanwhile (moved to another node, unsubscribed).
+                listener.on_restored(restored & self.channels)
+
+    def _moved_slot(self, refusal: str) -> bool:
+        """A cluster node refused an SSUBSCRIBE or SUNSUBSCRIBE as ``MOVED <slot> ...``
+        (or ``ASK``): the channels of that slot in flight are not subscribed here, and
+        go where the slot map sends them; the connection and its other channels stay.
+        Whether the refusal was that."""
+        parts = refusal.split()
+        if len(parts) < 2 or parts[0] not in ("MOVED", "ASK") or not parts[1].isdigit():
+            return False
+        slot = int(parts[1])
+        names = [name for name in self._inflight if key_slot(name) == slot]
+        for name in names:
+            del self._inflight[name]
+        moved = [name for name in names if name in self.channels]
+        self.channels.difference_update(moved)
+        if moved and self._on_moved is not None:
+            self._on_moved(moved)
+        return True
 
     def _dropped(self, name: bytes) -> None:
         """A cluster node ended a subscription of its own accord: the channel's slot moved

@@ -252,3 +252,47 @@ async def test_reads_follow_a_slot_half_moved_and_then_moved(
     for _ in range(2):
         assert await backend.read(tenant, "b") is not None
         assert (await backend.position(tenant)) is not None
+
+
+async def test_a_channel_refused_as_moved_goes_alone_and_its_neighbours_stay(
+    backend: ClusterBackend, cluster: EmbeddedCluster
+) -> None:
+    first, second = _two_tenants_on_one_node(cluster)
+    kept = keys.job_channel(first, "a").encode()
+    refused = keys.job_channel(second, "a").encode()
+    heard = Heard()
+    async with backend.listen(heard):
+        await _watch(backend, heard, [kept])
+        # The second tenant's slot moves while nothing watches it: the gateway's map is
+        # stale, so its first SSUBSCRIBE goes to the old primary, which answers MOVED.
+        source = cluster.owner(key_slot(refused))
+        target = next(n for n in cluster.nodes if n is not source)
+        await anyio.to_thread.run_sync(cluster.migrate, key_slot(refused), target)
+        backend.subscribe([refused])
+        with anyio.fail_after(10):
+            while not backend.subscribed(refused):
+                await asyncio.sleep(0.02)
+        assert all(kept not in channels for kind, channels in heard.events if kind == "lost")
+        assert backend.subscribed(kept)
+        with SyncWorker.from_url(cluster.url, cluster=True, tenant=second) as worker:
+            worker.create("a")
+        with SyncWorker.from_url(cluster.url, cluster=True, tenant=first) as worker:
+            worker.create("a")
+        await _heard(heard, refused, 1)
+        await _heard(heard, kept, 1)
+
+
+def _two_tenants_on_one_node(cluster: EmbeddedCluster) -> tuple[str, str]:
+    """Two tenants on one primary, in two different slots."""
+    node = cluster.owner(0)
+    found: list[str] = []
+    for n in range(10_000):
+        tenant = f"n{n}"
+        slot = key_slot(keys.tenant_channel(tenant).encode())
+        if cluster.owner(slot) is node and all(
+                key_slot(keys.tenant_channel(t).encode()) != slot for t in found):
+            found.append(tenant)
+            if len(found) == 2:
+                return found[0], found[1]
+    raise AssertionError("no two tenants on one node")
+
