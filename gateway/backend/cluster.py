@@ -22,7 +22,7 @@ from gateway.backend import nodes
 from gateway.backend.base import Listener
 from gateway.backend.connection import Reply
 from gateway.backend.queries import Queries
-from gateway.backend.reads import Reads
+from gateway.backend.reads import Reads, Redirected, Unreachable
 from gateway.backend.shards import Shards
 from gateway.backend.topology import Topology
 from gateway.contract import keys, script
@@ -42,8 +42,9 @@ class ClusterReads:
     Every request read runs on the pipelined connection of that primary (as on one
     server, gateway.backend.reads), found in redis-py's slot map. A node that answers
     ``MOVED``, ``ASK``, ``TRYAGAIN`` or ``CLUSTERDOWN`` (a slot on the move, a failover)
-    or cannot be reached hands the command to redis-py's cluster client, which follows
-    the redirection and mends its map for the next read.
+    or refuses the connection hands the command to redis-py's cluster client, which
+    follows the redirection and mends its map for the next read. A node that is slow, or
+    refuses the read itself (no permission, out of memory), answers 503 as on one server.
     """
 
     def __init__(self, client: RedisCluster, topology: Topology, timeout: float) -> None:
@@ -66,7 +67,7 @@ class ClusterReads:
         if reads is not None:
             try:
                 return await reads.request(*args)
-            except BackendUnavailable:
+            except (Redirected, Unreachable):
                 pass  # moved, or the node is gone: as redis-py finds it
         try:
             async with asyncio.timeout(self._timeout):
@@ -81,7 +82,7 @@ class ClusterReads:
         if reads is not None:
             try:
                 return await reads.request_many(commands)
-            except BackendUnavailable:
+            except (Redirected, Unreachable):
                 pass
         try:
             async with asyncio.timeout(self._timeout):
@@ -123,6 +124,10 @@ class ClusterBackend(Queries):
         super().__init__(self._pipelines)
         self._script = client.register_script(script.SCRIPT)
         self._forget = client.register_script(script.FORGET_SCRIPT)
+        # redis-py's cluster pool raises past max_connections where one server's pool
+        # queues: changes past the cap wait their turn here, bounded as on one server.
+        self._writes = asyncio.Semaphore(max_connections)
+        self._timeout = timeout
         self._shards = Shards(topology, connect_timeout=subscribe_timeout,
                               probe_seconds=probe_seconds, publish=self._publish)
 
@@ -140,9 +145,22 @@ class ClusterBackend(Queries):
     async def forget(self, tenant: str, job_ids: Sequence[str]) -> None:
         try:
             for job_id in job_ids:
-                await self._forget(keys=keys.forget_keys(tenant, job_id), args=[job_id])
+                async with self._write():
+                    await self._forget(keys=keys.forget_keys(tenant, job_id), args=[job_id])
         except _UNAVAILABLE as exc:
             raise BackendUnavailable(str(exc)) from exc
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[None]:
+        """A turn for one script call: within the command timeout to wait for a
+        connection, and again for the call itself (with redis-py's own retries)."""
+        async with asyncio.timeout(self._timeout):
+            await self._writes.acquire()
+        try:
+            async with asyncio.timeout(self._timeout * 2):
+                yield
+        finally:
+            self._writes.release()
 
     async def _publish(self, channel: bytes, payload: bytes) -> object:
         return await self._reads.request("SPUBLISH", channel, payload)
@@ -152,7 +170,8 @@ class ClusterBackend(Queries):
         call = script.call(op, job_id, payload, tenant=tenant, lifetimes=lifetimes,
                            publish="SPUBLISH")
         try:
-            reply = await self._script(keys=call.keys, args=call.args)
+            async with self._write():
+                reply = await self._script(keys=call.keys, args=call.args)
         except _UNAVAILABLE as exc:
             # As on one server: Redis refused the call itself (OOM, NOPERM, CLUSTERDOWN),
             # not the change; the script's own refusals are replies, read by result().

@@ -31,6 +31,10 @@ class Redirected(BackendUnavailable):
     """A cluster node answered that the key is served elsewhere now (or not yet)."""
 
 
+class Unreachable(BackendUnavailable):
+    """The connection failed (refused, reset), as opposed to a slow or refusing Redis."""
+
+
 class Reads:
     def __init__(self, url: str, *, timeout: float) -> None:
         self._url = url
@@ -81,7 +85,7 @@ class Reads:
             except (ConnectionError, OSError) as exc:
                 self._drop(conn)
                 if fresh or tries == 2:
-                    raise BackendUnavailable(str(exc)) from exc
+                    raise Unreachable(str(exc)) from exc
         raise AssertionError("unreachable")
 
     def _refused(self, refusal: Refused) -> BackendUnavailable:

@@ -296,3 +296,13 @@ def _two_tenants_on_one_node(cluster: EmbeddedCluster) -> tuple[str, str]:
                 return found[0], found[1]
     raise AssertionError("no two tenants on one node")
 
+
+async def test_a_burst_of_changes_past_the_connection_cap_waits_its_turn(
+    cluster: EmbeddedCluster,
+) -> None:
+    options = {**OPTIONS, "max_connections": 2}
+    async with ClusterBackend.connected(cluster.url, **options) as backend:
+        changes = await asyncio.gather(*(
+            backend.change("create", f"j{n}", {}, tenant="burst", lifetimes=Lifetimes())
+            for n in range(40)))
+    assert {change.data["status"] for change in changes} == {"queued"}
