@@ -50,6 +50,9 @@ def node_url(base: str, host: str, port: int) -> str:
 def _startup(url: str, cluster_type: type[Any], node_type: type[Any],
              **options: Any) -> Any:
     nodes = split(url)
+    # REDIS_URL stays where the slot map is read from: a name in front of the nodes (a
+    # Service) outlives their addresses, which redis-py would otherwise swap it for.
+    options.setdefault("dynamic_startup_nodes", False)
     startup = [node_type(urlsplit(node).hostname, urlsplit(node).port or 6379)
                for node in nodes]
     return cluster_type.from_url(nodes[0], startup_nodes=startup, **options)
