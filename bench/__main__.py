@@ -83,7 +83,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contenders", default=",".join(CONTENDERS),
                         help="comma-separated subset of gateway,naive,nchan,pushpin,floor (with "
                              "--baseline, baseline is added; gateway must be in it); each "
-                             "runs in the scenarios it serves (dashboard: the gateway only)")
+                             "runs in the scenarios it serves (dashboard, scale: the gateway "
+                             "only)")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; quick 1)")
     parser.add_argument("--profile", choices=("unmet", "all", "none"),
                         help="py-spy round of the gateway for scenarios whose goal is unmet "

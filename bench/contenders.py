@@ -36,7 +36,8 @@ NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 NCHAN_TEMPLATE = Path(__file__).with_name("nchan.conf")
 _FD_RESERVE = 200  # descriptors a server (or the bench) needs besides its streams
 # The scenarios of job streams (bench/scenarios.py): every contender serves them unless
-# its class says otherwise. The dashboard (bench/dashboard.py) is the gateway's own.
+# its class says otherwise. The dashboard (bench/dashboard.py) and the scale scenario
+# (bench/scale.py: processes and backends it starts itself) are the gateway's own.
 STREAMS = frozenset({"idle", "heartbeat", "fanout", "throughput", "latency", "json", "burst"})
 
 
@@ -248,7 +249,7 @@ class _WithRedis(Contender):
 
 class Gateway(_WithRedis):
     column = "gateway"
-    scenarios = STREAMS | {"dashboard"}  # the page at / (so has a baseline that serves it)
+    scenarios = STREAMS | {"dashboard", "scale"}  # the page at /; processes x backends
 
     def __init__(self, workdir: Path, processes: int = 1, heartbeat: float | None = None,
                  memprobe: Path | None = None, env: dict[str, str] | None = None,
@@ -287,6 +288,8 @@ class Baseline(Gateway):
     ``bench.baseline.check_import`` verified for this cwd and environment)."""
 
     column = "baseline"
+    # Not scale: it compares set-ups of this build (an earlier one may have no cluster mode).
+    scenarios = Gateway.scenarios - {"scale"}
 
     def __init__(self, workdir: Path, source: Path, heartbeat: float | None = None) -> None:
         super().__init__(workdir, heartbeat=heartbeat, env=source_env(source))

@@ -15,6 +15,7 @@ publisher's own clock (``time.time_ns()``) taken just before each call.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import re
@@ -22,7 +23,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -288,3 +289,80 @@ def create_job(url: str, job_id: str) -> None:
         return
     worker.start(job_id, phase="b0")
     worker.progress(job_id, 10, phase="b1")
+
+
+_BUCKET_NS = 10_000_000  # the publisher counts its updates per 10 ms
+_ADDRESS = re.compile(r"0x[0-9a-f]+")  # an object's address in an error message
+
+
+# -- as fast as it goes, several tenants (bench/scale.py) -----------------------------------
+
+
+def publish_for(url: str, cluster: bool, jobs: list[tuple[str, str]], seconds: float,
+                concurrency: int, first: int) -> dict[str, Any]:
+    """Progress updates round robin over ``jobs`` ((tenant, job id)) for ``seconds``, as
+    fast as ``concurrency`` worker calls in flight allow; update ``k`` sets phase
+    ``"b<k>"`` from ``first`` on. Returns when the first call started and the last ended
+    (ns, CLOCK_REALTIME), the updates done, how many ended in each 10 ms from the start
+    (``buckets``), and the errors by type."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_publish(url, cluster, jobs, seconds, concurrency, first))
+    return uvloop.run(_publish(url, cluster, jobs, seconds, concurrency, first))
+
+
+async def _publish(url: str, cluster: bool, jobs: list[tuple[str, str]], seconds: float,
+                   concurrency: int, first: int) -> dict[str, Any]:
+    from gateway.worker import Worker
+
+    tenants = sorted({t for t, _ in jobs})
+    one = Worker.from_url(url, cluster=cluster, tenant=tenants[0])
+    # One client for all: a worker per tenant over the same connections.
+    workers = {t: Worker(one.client, tenant=t) for t in tenants}
+    workers[tenants[0]] = one
+    buckets: list[int] = []
+    errors: dict[str, int] = {}
+    state = {"k": first, "done": 0}
+    t0 = time.time_ns()
+    stop_ns = t0 + int(seconds * 1e9)
+
+    async def loop() -> None:
+        while time.time_ns() < stop_ns:
+            k = state["k"]
+            state["k"] = k + 1
+            tenant, job_id = jobs[k % len(jobs)]
+            try:
+                await workers[tenant].progress(job_id, phase=f"b{k}")
+            except Exception as exc:  # counted and reported; a failing backend stops it
+                name = f"{type(exc).__name__}: {_ADDRESS.sub('0x...', str(exc))[:100]}"
+                errors[name] = errors.get(name, 0) + 1
+                if sum(errors.values()) > 1000:
+                    raise
+                await asyncio.sleep(0.01)
+                continue
+            slot = (time.time_ns() - t0) // _BUCKET_NS
+            while len(buckets) <= slot:
+                buckets.append(0)
+            buckets[slot] += 1
+            state["done"] += 1
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(loop() for _ in range(concurrency))),
+                               seconds + 60)
+    finally:
+        await one.aclose()
+    return {"t0": t0, "t1": time.time_ns(), "done": state["done"], "next": state["k"],
+            "buckets": buckets, "errors": errors}
+
+
+def published_between(result: dict[str, Any], w0: int, w1: int) -> float:
+    """Updates the publisher finished between ``w0`` and ``w1`` (ns), by its 10 ms counts
+    (the buckets cut by the window counted in part)."""
+    total = 0.0
+    for i, n in enumerate(result["buckets"]):
+        b0 = result["t0"] + i * _BUCKET_NS
+        overlap = min(b0 + _BUCKET_NS, w1) - max(b0, w0)
+        if overlap > 0:
+            total += n * overlap / _BUCKET_NS
+    return total

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import scale
 from bench.measure import Profile, median
 
 COLUMNS = ("gateway", "naive", "nchan", "pushpin", "floor")
@@ -108,6 +109,9 @@ ROWS = [
         "%"),
     Row("dashboard", "renderer_cpu", "of which its renderer, the page's process (% of a core)",
         "%"),
+    # Processes x backends (bench/scale.py): the gateway only, each configuration a row.
+    Row("scale", "events_per_s", "delivered events/s, publisher as fast as it goes", "/s"),
+    Row("scale", "x2_over_x1", "delivered events/s, 2 processes / 1 (same round)", "x"),
 ]
 
 def fmt(value: float | None) -> str:
@@ -158,6 +162,8 @@ def summary(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[dict[
                 text += f", streams {prev}-{_count(label)}"
             elif label == "max":
                 text += ", at the fd limit"
+            elif label in scale.LABELS:
+                text += f", {scale.LABELS[label]}"
             elif label:
                 text += f", at {_count(label)} streams"
             variants = [("gateway", "")]
@@ -315,6 +321,22 @@ METHOD = """\
   results.json Redis, Playwright's driver (Playwright turns on the DevTools protocol's
   network events, so the stream's traffic reaches it too), the publisher, and the same
   over the idle window (`idle_*`): all of them share the machine's cores.
+- **scale** (the gateway only; `bench/scale.py`): one Valkey and a 3-primary Valkey Cluster
+  on loopback, both with the same tenants (two per shard of the cluster, by the slot of
+  their hash tag) and an API key each; 50 running jobs per tenant, 10 streams per job
+  (`/v1/jobs/{id}` with a token of the tenant's key in `?access_token=`), stream `i` on
+  gateway process `i % processes`, so that each process watches every job. Four
+  configurations per round, each with fresh gateway processes: one Redis or the cluster,
+  1 or 2 processes (in turn, reversed every other round). A publisher process
+  (`gateway.worker.Worker`, asyncio, 8 calls in flight, one client for all tenants)
+  reports progress round robin over all jobs as fast as it goes: 2 s of warm-up, then
+  an 8 s window. Events/s = update events received by all streams in the window / its
+  length; updates/s = worker calls that ended in the window (the publisher's 10 ms
+  counts) / its length; folded = 1 - events received / (updates x streams of the job),
+  over the whole run; CPU in % of one core over the window, and the whole machine's in
+  % of all cores. 2 processes / 1 is the ratio of the two configurations' events/s
+  within each round. The section "Scale" below has every configuration side by side,
+  with the core count and what bounds the figure.
 - **pushpin** (Debian's pushpin, condure, zurl) holds the streams; a GRIP backend
   (`bench/grip_backend.py`, one asyncio process) opens each with `Grip-Hold: stream`, its
   job's channel, a `Grip-Keep-Alive` as long as the others' heartbeat and the opening
@@ -394,6 +416,10 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], notes: list[str],
     rounds = by_round(scenarios or {})
     if rounds:
         parts += ["", "## Round by round", "", *rounds]
+    scaled = (scenarios or {}).get("scale", {}).get("gateway")
+    if scaled:
+        where = meta.get("machines", {}).get("scale", meta["machine"].get("machine", "?"))
+        parts += ["", *scale.section(scaled, where, fmt)]
     parts += ["", "## How each number is measured", "", METHOD]
     if notes:
         parts += ["## Scale and notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -1,7 +1,7 @@
 """The seven scenarios of job streams (README, Benchmarks), and the registry of all of
-them, with the dashboard's (bench/dashboard.py). Each runs its rounds against one
-contender: the bench runs a contender only in the scenarios it serves
-(``Contender.scenarios``).
+them, with the dashboard's (bench/dashboard.py) and the scale scenario's (bench/scale.py).
+Each runs its rounds against one contender: the bench runs a contender only in the
+scenarios it serves (``Contender.scenarios``).
 
 A scenario gets a factory for the contender and returns one dict of metrics per round.
 Servers are started fresh where state would carry over (idle streams: resident memory
@@ -28,6 +28,7 @@ from bench.dashboard import dashboard
 from bench.loadgen import Probe, Swarm, http_load
 from bench.measure import CpuWindow, percentile, rss_bytes, settle
 from bench.plan import Bench
+from bench.scale import scale
 
 Metrics = dict[str, float]
 Make = Callable[[], Contender]
@@ -550,4 +551,5 @@ SCENARIOS: dict[str, Scenario] = {
     "json": json_snapshots,
     "burst": burst,
     "dashboard": dashboard,
+    "scale": scale,
 }
