@@ -2,11 +2,12 @@
 
 ``base`` says what the rest of the gateway may ask (the Backend protocol) and what it is
 told (the Listener protocol); ``connected`` picks the implementation, the one place that
-knows the mode: ``standalone`` on one server (a pipelined read connection, ``reads``,
-and one pub/sub connection, ``subscriber``), ``cluster`` on a Valkey/Redis Cluster
-(redis-py's cluster client for reads and writes, ``topology`` for where each slot lives,
-and ``shards``: one sharded pub/sub connection per primary); ``queries`` are the reads
-both share, and ``connection`` is the RESP connection the pub/sub and reads build on.
+knows the mode: ``standalone`` on one server (one pub/sub connection, ``subscriber``,
+and redis-py for the update script), ``cluster`` on a Valkey/Redis Cluster (redis-py's
+cluster client for the update script and the slot map, ``topology`` for where each slot
+lives, and ``shards``: one sharded pub/sub connection per primary). Both share
+``queries`` (the keyed reads, on the pipelined connections of ``reads``) and
+``channels`` (the channel methods); ``connection`` is the RESP connection under them.
 Whatever goes wrong reaches callers as BackendUnavailable (Redis unreachable, slow, or
 refusing a command: out of memory, no permission) or a ChangeRefused (the update script
 said no), never a redis-py exception.

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.backend import nodes
-from gateway.backend.base import Listener
+from gateway.backend.channels import Channels
 from gateway.backend.connection import Reply
 from gateway.backend.queries import Queries
 from gateway.backend.reads import Reads, Redirected, Unreachable
@@ -99,7 +98,7 @@ class ClusterReads:
             await reads.aclose()
 
 
-class ClusterBackend(Queries):
+class ClusterBackend(Queries, Channels):
     def __init__(
         self,
         url: str,
@@ -128,7 +127,7 @@ class ClusterBackend(Queries):
         # queues: changes past the cap wait their turn here, bounded as on one server.
         self._writes = asyncio.Semaphore(max_connections)
         self._timeout = timeout
-        self._shards = Shards(topology, connect_timeout=subscribe_timeout,
+        self._connections = Shards(topology, connect_timeout=subscribe_timeout,
                               probe_seconds=probe_seconds, publish=self._publish)
 
     @classmethod
@@ -178,26 +177,3 @@ class ClusterBackend(Queries):
             raise BackendUnavailable(str(exc)) from exc
         return script.result(call, reply)
 
-    # -- channels -----------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def listen(self, listener: Listener) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._shards.run, listener)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
-
-    @property
-    def listening(self) -> bool:
-        return self._shards.listening
-
-    def subscribe(self, channels: Sequence[bytes]) -> None:
-        self._shards.subscribe(channels)
-
-    def unsubscribe(self, channels: Sequence[bytes]) -> None:
-        self._shards.unsubscribe(channels)
-
-    def subscribed(self, channel: bytes) -> bool:
-        return self._shards.subscribed(channel)

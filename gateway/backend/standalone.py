@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import redis.asyncio
 import redis.exceptions
 
-from gateway.backend.base import Listener
+from gateway.backend.channels import Channels
 from gateway.backend.queries import Queries
 from gateway.backend.reads import Reads
 from gateway.backend.subscriber import Subscriber
@@ -24,7 +23,7 @@ from gateway.contract.script import Change, Lifetimes
 from gateway.errors import BackendUnavailable
 
 
-class StandaloneBackend(Queries):
+class StandaloneBackend(Queries, Channels):
     def __init__(
         self,
         url: str,
@@ -50,7 +49,7 @@ class StandaloneBackend(Queries):
         self._forget = self._client.register_script(script.FORGET_SCRIPT)
         self._pipeline = Reads(url, timeout=timeout)
         super().__init__(self._pipeline)
-        self._subscriber = Subscriber(url, connect_timeout=subscribe_timeout,
+        self._connections = Subscriber(url, connect_timeout=subscribe_timeout,
                                       probe_seconds=probe_seconds, publish=self._publish)
 
     @classmethod
@@ -90,28 +89,4 @@ class StandaloneBackend(Queries):
             # not the change: the script's own refusals are replies, read by result().
             raise BackendUnavailable(str(exc)) from exc
         return script.result(call, reply)
-
-    # -- channels -----------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def listen(self, listener: Listener) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._subscriber.run, listener)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
-
-    @property
-    def listening(self) -> bool:
-        return self._subscriber.listening
-
-    def subscribe(self, channels: Sequence[bytes]) -> None:
-        self._subscriber.subscribe(channels)
-
-    def unsubscribe(self, channels: Sequence[bytes]) -> None:
-        self._subscriber.unsubscribe(channels)
-
-    def subscribed(self, channel: bytes) -> bool:
-        return self._subscriber.subscribed(channel)
 

@@ -15,6 +15,7 @@ from redis.crc import key_slot
 from test_standalone import Heard
 
 from gateway.backend.cluster import ClusterBackend
+from gateway.backend.shards import Shards
 from gateway.backend.topology import Topology
 from gateway.contract import keys
 from gateway.contract.record import Status
@@ -202,7 +203,9 @@ async def test_a_dropped_channel_finds_its_new_primary_through_a_stale_slot_map(
     heard = Heard()
     async with ClusterBackend.connected(cluster.url, **OPTIONS) as backend:
         topology = StaleTopology(backend._client, cluster.url.split(",")[0])
-        backend._shards._topology = topology
+        shards = backend._connections
+        assert isinstance(shards, Shards)
+        shards._topology = topology
         with SyncWorker.from_url(cluster.url, cluster=True, tenant=tenant) as worker:
             worker.create("a")
             async with backend.listen(heard):
