@@ -38,6 +38,11 @@ STREAM_READ_TIMEOUT = 45.0
 class Progress:
     percent: float
     phase: str | None
+    # docs/api.md, Time left: when 100 % comes at the rate so far (RFC 3339), and that
+    # rate in percent per second; None before two reports of a rising percent, and once
+    # the job ended.
+    eta_at: str | None = None
+    rate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,9 @@ class Job:
         return cls(
             job_id=data["job_id"],
             status=data["status"],
-            progress=Progress(float(progress.get("percent", 0.0)), progress.get("phase")),
+            progress=Progress(float(progress.get("percent", 0.0)), progress.get("phase"),
+                              progress.get("eta_at"),
+                              None if progress.get("rate") is None else float(progress["rate"])),
             conversion=dict(data.get("conversion") or {}),
             output=Output(**{k: output.get(k) for k in Output.__slots__}) if output else None,
             metrics=dict(data.get("metrics") or {}),

@@ -1,10 +1,11 @@
 """``gateway watch``: a person's view of jobs moving, in a terminal (docs/client.md).
 
-One progress bar per job with its phase; a line when a job ends, with the output file
-name or the error. Exit status: 0 when every watched job completed, 1 when any failed or
-was canceled, 2 when a job does not exist or the gateway cannot be reached, 130 when
-interrupted (Ctrl-C) before the named jobs ended. With ``--all`` (which runs until
-Ctrl-C) it is 0, or 1 when any job it saw end failed or was canceled.
+One progress bar per job with its phase and the time left (docs/api.md, Time left); a
+line when a job ends, with the output file name or the error. Exit status: 0 when every
+watched job completed, 1 when any failed or was canceled, 2 when a job does not exist or
+the gateway cannot be reached, 130 when interrupted (Ctrl-C) before the named jobs ended.
+With ``--all`` (which runs until Ctrl-C) it is 0, or 1 when any job it saw end failed or
+was canceled.
 """
 
 from __future__ import annotations
@@ -12,10 +13,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
+from datetime import datetime
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+)
+from rich.text import Text
 
 from gateway.client._client import Client, ClientError, Job, JobEvent, Unreachable
 
@@ -27,6 +39,31 @@ def _ending(job: Job) -> str:
     if job.status == "failed" and job.error is not None:
         return f"[red]✗ {job.job_id} failed[/red]: {job.error.code} {job.error.message}".rstrip()
     return f"[yellow]✗ {job.job_id} {job.status}[/yellow]"
+
+
+def time_left(eta_at: str | None, now: float) -> str:
+    """``about 40 s left``, from the snapshot's estimate and this clock; empty without
+    one."""
+    if not eta_at:
+        return ""
+    try:
+        left = datetime.fromisoformat(eta_at.replace("Z", "+00:00")).timestamp() - now
+    except ValueError:
+        return ""
+    if left < 1:
+        return "almost done"
+    if left < 90:
+        return f"about {round(left)} s left"
+    if left < 90 * 60:
+        return f"about {round(left / 60)} min left"
+    return f"about {round(left / 3600)} h left"
+
+
+class _Left(ProgressColumn):
+    """Counts down between events: computed at each redraw, not at each event."""
+
+    def render(self, task: Task) -> Text:
+        return Text(time_left(task.fields.get("eta_at"), time.time()), style="dim")
 
 
 class _View:
@@ -43,9 +80,9 @@ class _View:
             task = self.tasks.get(job.job_id)
             if task is None:
                 task = self.tasks[job.job_id] = self.progress.add_task(
-                    label, total=100, state=job.status)
+                    label, total=100, state=job.status, eta_at=job.progress.eta_at)
             self.progress.update(task, completed=job.progress.percent, description=label,
-                                 state=job.status)
+                                 state=job.status, eta_at=job.progress.eta_at)
             if job.terminal and job.job_id not in self.ended:
                 self.progress.console.print(_ending(job))
         if job.terminal:
@@ -57,7 +94,7 @@ def watch(url: str, job_ids: list[str] | None, *, as_json: bool,
     console = Console(stderr=False)
     progress = None if as_json else Progress(
         TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[state]}"), console=console)
+        TextColumn("{task.fields[state]}"), _Left(), console=console)
     view = _View(progress)
     wanted = set(job_ids or [])
     try:

@@ -54,6 +54,12 @@ PROGRESS: Schema = {
         "percent": {"type": "number", "minimum": 0, "maximum": 100,
                     "description": "Never lower than before while the job runs."},
         "phase": _nullable({"type": "string", "maxLength": 200}),
+        "eta_at": _nullable({**_TIME, "description": "When 100 % comes at the rate so far "
+                             "(docs/api.md, Time left); null before two reports of a rising "
+                             "percent, and once the job ended."}),
+        "rate": _nullable({"type": "number", "exclusiveMinimum": 0,
+                           "description": "Percent per second, weighted to the recent "
+                           "reports; null when eta_at is."}),
     },
     "additionalProperties": False,
 }

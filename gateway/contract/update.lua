@@ -28,7 +28,9 @@
 -- The job hash holds `snapshot` (the JSON document of docs/api.md, The job snapshot, fields in a
 -- fixed order), and beside it what the gateway needs without parsing JSON: version,
 -- seq (the tenant seq of the job's last change), epoch, status, status_seq (the seq of
--- its last status change) and output_expires (unix seconds).
+-- its last status change) and output_expires (unix seconds); and the estimator's state
+-- (docs/api.md, Time left): eta_percent and eta_time (the last report of a percent and
+-- when it came, unix seconds with microseconds) and eta_rate (percent per second).
 --
 -- Every accepted change publishes one message on the job channel and on the tenant
 -- channel: a header line `<epoch>-<seq> <event> <version> <status> <publish_us> <job_id>`,
@@ -41,6 +43,10 @@ local MAX_SECONDS = 315360000 -- ten years
 local MAX_COUNT = 9007199254740992 -- 2^53: larger whole numbers are not exact in JSON
 local MAX_SNAPSHOT_BYTES = 65536
 local PRUNE_PER_CHANGE = 10
+-- The rate's smoothing: a report's own rate weighs 1 - e^(-dt/RATE_TAU), dt the seconds
+-- since the report before it, so that the estimate follows a rate that changes within
+-- about RATE_TAU seconds however often the worker reports.
+local RATE_TAU = 5
 
 local function refuse(code, message, status)
   return {0, code, message, status or ''}
@@ -303,7 +309,8 @@ end
 local function encode(s)
   return '{"job_id":' .. enc(s.job_id) ..
     ',"status":' .. enc(s.status) ..
-    ',"progress":{"percent":' .. float(s.progress.percent) .. ',"phase":' .. enc(s.progress.phase) .. '}' ..
+    ',"progress":{"percent":' .. float(s.progress.percent) .. ',"phase":' .. enc(s.progress.phase) ..
+    ',"eta_at":' .. enc(s.progress.eta_at) .. ',"rate":' .. enc(s.progress.rate) .. '}' ..
     ',"conversion":' .. object(s.conversion, CONVERSION_KEYS, false) ..
     ',"output":' .. object(s.output, {'file_name', 'content_type', 'file_size_bytes', 'file_count', 'file_url', 'expires_at'}, true) ..
     ',"metrics":' .. metrics_json(s.metrics) ..
@@ -322,7 +329,8 @@ local function merge_metrics(s)
   return count <= 32
 end
 
-local current = redis.call('HMGET', job_key, 'snapshot', 'seq', 'epoch', 'status_seq')
+local current = redis.call('HMGET', job_key, 'snapshot', 'seq', 'epoch', 'status_seq',
+  'eta_percent', 'eta_time', 'eta_rate')
 local s
 if op == 'create' then
   if current[1] then
@@ -332,7 +340,7 @@ if op == 'create' then
   local conversion = payload.conversion
   if conversion == nil or conversion == NULL then conversion = {} end
   s = {
-    job_id = job_id, status = 'queued', progress = {percent = 0, phase = NULL},
+    job_id = job_id, status = 'queued', progress = {percent = 0, phase = NULL, eta_at = NULL, rate = NULL},
     conversion = conversion, output = NULL, metrics = {}, error = NULL,
     cancel_requested = false, created_at = iso(now), updated_at = iso(now),
     expires_at = NULL, version = 0,
@@ -414,6 +422,32 @@ if payload.metrics ~= nil and not merge_metrics(s) then
   return refuse('invalid_argument', 'a job has at most 32 metrics', old_status)
 end
 
+-- Time left (docs/api.md): a rate in percent per second from the reports so far, weighted
+-- to the recent ones, and the time 100 % comes at that rate. Nothing before a second
+-- report of a higher percent; nothing once the job ended.
+local precise = now + tonumber(clock[2]) / 1e6
+local eta_percent, eta_time, eta_rate = tonumber(current[5]), tonumber(current[6]), tonumber(current[7])
+if op == 'start' then
+  eta_percent, eta_time, eta_rate = s.progress.percent, precise, nil
+elseif op == 'progress' and payload.percent ~= nil and eta_percent ~= nil and eta_time ~= nil
+    and s.progress.percent > eta_percent and precise > eta_time then
+  local dt = precise - eta_time
+  local rate = (s.progress.percent - eta_percent) / dt
+  if eta_rate then
+    local weight = 1 - math.exp(-dt / RATE_TAU)
+    rate = eta_rate + weight * (rate - eta_rate)
+  end
+  eta_percent, eta_time, eta_rate = s.progress.percent, precise, rate
+  s.progress.rate = tonumber(string.format('%.4g', rate))
+  local left = (100 - s.progress.percent) / rate
+  s.progress.eta_at = left <= MAX_SECONDS and iso(math.floor(precise + left + 0.5)) or NULL
+elseif op == 'progress' and payload.percent ~= nil and eta_percent == nil then
+  eta_percent, eta_time = s.progress.percent, precise  -- a job started before the estimator
+end
+if TERMINAL[s.status] or op == 'delete' then
+  s.progress.eta_at, s.progress.rate = NULL, NULL
+end
+
 s.version = s.version + 1
 s.updated_at = iso(now)
 if TERMINAL[s.status] then s.expires_at = iso(now + retention) end
@@ -457,7 +491,9 @@ else
     output_expires = string.format('%.6f', now + tonumber(clock[2]) / 1e6 + output_ttl)
   end
   redis.call('HSET', job_key, 'snapshot', data, 'version', s.version, 'seq', seq, 'epoch', epoch,
-    'status', s.status, 'status_seq', status_seq, 'output_expires', output_expires)
+    'status', s.status, 'status_seq', status_seq, 'output_expires', output_expires,
+    'eta_percent', eta_percent and string.format('%.17g', eta_percent) or '', 'eta_time', eta_time and string.format('%.6f', eta_time) or '',
+    'eta_rate', eta_rate and string.format('%.17g', eta_rate) or '')
   -- A record lives `retention` seconds after its end, and a job that never ends does not
   -- live for ever either: each change renews it.
   local lifetime = TERMINAL[s.status] and retention or active_ttl

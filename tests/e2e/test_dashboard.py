@@ -197,9 +197,13 @@ def test_history_then_live_changes_downloads_and_errors(
             seen.append(row["percent"])
         assert seen == [20, 45, 80]
         assert "80% · Encoding pass 1/2" in page.inner_text("tr[data-job-id=fresh]")
+        # The time left, from the snapshot's estimate (docs/api.md, Time left).
+        left = page.inner_text("tr[data-job-id=fresh] .time-left")
+        assert re.fullmatch(r"about \d+ (s|min|h) left|almost done", left), left
         worker.complete("fresh", file_url=HTTPS, file_name="fresh.webm")
         row = wait_rows(page, lambda rows: rows["fresh"]["status"] == "completed")["fresh"]
         assert row["download"] and "Download fresh.webm" in row["details"]
+        assert page.inner_text("tr[data-job-id=fresh] .time-left") == ""
 
         # Deleted: the row goes.
         worker.delete("broken")

@@ -152,3 +152,35 @@ def test_watch_sends_gateway_api_key(start_gateway, redis_url: str) -> None:
     assert watched.returncode == 0, watched.stderr
     assert "✓ w completed: w.pdf" in watched.stdout
     assert key not in watched.stdout + watched.stderr
+
+
+def test_watch_shows_the_time_left(gateway, redis_url: str) -> None:
+    with SyncWorker.from_url(redis_url) as worker:
+        worker.create("eta")
+        process = _watch(gateway.url, "eta")
+        _until_streaming(gateway.url, "jobs", process)
+        worker.start("eta")
+        time.sleep(0.5)
+        snapshot = worker.progress("eta", 10)  # 20 %/s: some 4 s to go
+        assert snapshot["progress"]["eta_at"] is not None
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{gateway.url}/v1/jobs/eta").json()["version"] < 3:
+            assert time.monotonic() < deadline
+        time.sleep(0.3)  # the watch's next redraw
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert re.search(r"eta .*10% running about [1-5] s left", out), out
+
+
+def test_the_time_left_reads_as_a_person_says_it() -> None:
+    from gateway.client.watch import time_left
+
+    now = 1_800_000_000.0
+    at = "2027-01-15T08:00:00Z"  # 1_800_000_000 + 0 s
+    assert time_left(None, now) == ""
+    assert time_left(at, now) == "almost done"
+    assert time_left(at, now - 40) == "about 40 s left"
+    assert time_left(at, now - 600) == "about 10 min left"
+    assert time_left(at, now - 3 * 3600) == "about 3 h left"
+    assert time_left("not a time", now) == ""

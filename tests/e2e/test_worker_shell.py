@@ -125,7 +125,8 @@ def _check_course(events: list[ServerSentEvent], opening: str, job_id: str) -> N
 
 def _check_completed(snapshot: dict, job_id: str) -> None:
     assert snapshot["status"] == "completed" and snapshot["version"] == 6
-    assert snapshot["progress"] == {"percent": 100.0, "phase": "Writing PDF"}
+    assert snapshot["progress"] == {"percent": 100.0, "phase": "Writing PDF", "eta_at": None,
+                                    "rate": None}
     assert snapshot["conversion"] == {"source_format": "docx", "target_format": "pdf",
                                       "source_size_bytes": 48213,
                                       "original_filename": "report.docx"}

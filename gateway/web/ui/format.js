@@ -46,3 +46,15 @@ export function percent(job) {
 export function time(ms) {
   return new Date(ms).toLocaleString([], {dateStyle: "medium", timeStyle: "long"});
 }
+
+// The snapshot's estimate of 100 % (docs/api.md, Time left), as a person says it.
+export function timeLeft(job, now) {
+  const at = job.progress && job.progress.eta_at;
+  if (!at || ENDED.has(job.status)) return "";
+  const left = (Date.parse(at) - now) / 1000;
+  if (Number.isNaN(left)) return "";
+  if (left < 1) return "almost done";
+  if (left < 90) return `about ${Math.round(left)} s left`;
+  if (left < 90 * 60) return `about ${Math.round(left / 60)} min left`;
+  return `about ${Math.round(left / 3600)} h left`;
+}

@@ -45,7 +45,9 @@ class Row {
     this.bar.append(this.fill);
     this.progressText = document.createElement("span");
     this.progressText.className = "progress-text";
-    progress.append(this.bar, this.progressText);
+    this.left = document.createElement("span");
+    this.left.className = "time-left";
+    progress.append(this.bar, this.progressText, this.left);
 
     this.badge = document.createElement("span");
     this.badge.className = "badge";
@@ -134,6 +136,7 @@ class Row {
     setText(this.age, format.duration(now - created));
     const end = format.ENDED.has(job.status) ? Date.parse(job.updated_at) : now;
     setText(this.duration, job.status === "queued" ? "" : format.duration(end - created));
+    setText(this.left, format.timeLeft(job, now));
   }
 }
 
