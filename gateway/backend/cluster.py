@@ -32,7 +32,13 @@ from gateway.errors import BackendUnavailable
 # list for HGETALL, the raw scores): redis-py's reply callbacks are off for these.
 _RAW = ("GET", "SET", "HMGET", "HGETALL", "HSET", "ZMSCORE", "ZRANGE", "ZCOUNT", "ZCARD",
         "PING", "SPUBLISH")
-_UNAVAILABLE = (redis.exceptions.RedisError, OSError, TimeoutError)
+# What redis-py's cluster client raises when the cluster cannot serve a command: its
+# connection and reply errors, and, while no node answers or the cluster is still being
+# formed (no slot assigned yet), errors of its own making (RedisClusterException, and an
+# IndexError from an empty slot map). All of them are an outage to the gateway: 503, and
+# retried, never a crash.
+_UNAVAILABLE = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException,
+                OSError, TimeoutError, IndexError)
 
 
 class ClusterReads:

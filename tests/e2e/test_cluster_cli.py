@@ -140,3 +140,20 @@ def test_the_demo_workers_run_on_a_cluster(cluster: EmbeddedCluster) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     with nodes.sync_client(cluster.url, cluster=True) as client:
         assert client.zcard(keys.index_key("acme")) >= 5
+
+
+def test_a_gateway_started_before_its_cluster_serves_once_the_cluster_is_up() -> None:
+    cluster = EmbeddedCluster(primaries=3)  # its addresses, nothing listening there yet
+    gateway = GatewayProcess(cluster.url, {"GATEWAY_REDIS_CLUSTER": "true"})
+    try:
+        gateway.start(ready=False)  # /healthz: up, though no node answers
+        assert httpx.get(f"{gateway.url}/readyz").status_code == 503
+        assert httpx.get(f"{gateway.url}/v1/jobs/x").status_code == 503
+        cluster.start()
+        wait_ready(gateway.url, 30, why=gateway.output)
+        with SyncWorker.from_url(cluster.url, cluster=True) as worker:
+            worker.create("late")
+        assert httpx.get(f"{gateway.url}/v1/jobs/late").json()["status"] == "queued"
+    finally:
+        gateway.stop()
+        cluster.__exit__(None, None, None)
