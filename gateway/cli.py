@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -32,6 +33,14 @@ def _redis_url(command: str) -> tuple[str, bool] | None:
     settings = Settings.from_env()
     if not settings.redis_url:
         print(f"gateway {command}: set REDIS_URL (`gateway serve` prints it)", file=sys.stderr)
+        return None
+    # As `gateway serve` checks before it starts: a Redis of the other mode would take
+    # the changes and publish them where no gateway listens.
+    from gateway.backend import preflight
+
+    refusal = asyncio.run(preflight.check(settings.redis_url, 5, cluster=settings.redis_cluster))
+    if refusal is not None:
+        print(f"gateway {command}: REDIS_URL: {refusal}", file=sys.stderr)
         return None
     return settings.redis_url, settings.redis_cluster
 

@@ -29,6 +29,9 @@ A_CLUSTER = ("it is a node of a Redis Cluster: set GATEWAY_REDIS_CLUSTER=true (a
              "one node or several, comma-separated)")
 NO_CLUSTER = ("GATEWAY_REDIS_CLUSTER=true, but it is no cluster node: unset "
               "GATEWAY_REDIS_CLUSTER for a single server")
+NO_SLOT_MAP = ("the Redis user may not read the cluster's slot map (CLUSTER SLOTS): grant "
+               "it the cluster additions of docs/operations.md, Redis permissions, on every "
+               "node")
 
 
 def refusal(exc: BaseException) -> str | None:
@@ -43,7 +46,9 @@ def refusal(exc: BaseException) -> str | None:
             isinstance(exc, ResponseError) and str(exc).startswith(("MOVED", "CROSSSLOT"))):
         return A_CLUSTER
     if isinstance(exc, RedisClusterException) and "not enabled" in str(exc):
-        return NO_CLUSTER
+        # redis-py says so whenever CLUSTER SLOTS fails, a refused permission included.
+        return ("no node would give its slot map: either it is no cluster node (unset "
+                "GATEWAY_REDIS_CLUSTER for a single server), or " + NO_SLOT_MAP)
     return None
 
 
@@ -74,5 +79,17 @@ async def check(url: str, socket_seconds: float, *, cluster: bool = False) -> st
             return A_CLUSTER
         if cluster and not enabled:
             return NO_CLUSTER
+        if cluster:
+            try:
+                async with redis.asyncio.Redis.from_url(
+                        node, socket_timeout=socket_seconds,
+                        socket_connect_timeout=socket_seconds) as client:
+                    await client.execute_command(  # type: ignore[no-untyped-call]
+                        "CLUSTER", "SLOTS")
+            except ResponseError as exc:
+                if "NOPERM" in str(exc):
+                    return NO_SLOT_MAP
+            except (RedisError, OSError):
+                pass  # gone meanwhile: an outage, retried
         return None
     return found

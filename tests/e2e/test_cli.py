@@ -190,7 +190,7 @@ def test_a_wrong_password_is_one_line_and_exit_2(redis_url: str, r) -> None:  # 
     finally:
         r.execute_command("ACL", "DELUSER", "cli-user")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("gateway: REDIS_URL: Redis refuses the credentials")
+    assert result.stderr.startswith("gateway job: REDIS_URL: Redis refuses the credentials")
     assert len(result.stderr.strip().splitlines()) == 1
 
 

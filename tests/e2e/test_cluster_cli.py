@@ -157,3 +157,29 @@ def test_a_gateway_started_before_its_cluster_serves_once_the_cluster_is_up() ->
     finally:
         gateway.stop()
         cluster.__exit__(None, None, None)
+
+
+def test_the_commands_check_the_mode_before_they_write(cluster: EmbeddedCluster) -> None:
+    # The node that serves the tenant's own slot would take the change without a MOVED,
+    # and publish it where no gateway listens: the command refuses before it writes.
+    from redis.crc import key_slot
+
+    node = cluster.owner(key_slot(keys.job_key("default", "x").encode()))
+    done = _gateway(f"redis://127.0.0.1:{node.port}", "job", "create", "x", cluster=False)
+    assert done.returncode == 2 and "set GATEWAY_REDIS_CLUSTER=true" in done.stderr
+    with cluster.client(node) as client:
+        assert client.exists(keys.job_key("default", "x")) == 0
+    # A user that may not read the slot map is told so, on every node.
+    for each in cluster.nodes:
+        with cluster.client(each) as client:
+            client.execute_command("ACL", "SETUSER", "blind", "reset", "on", ">pw", "~*",
+                                   "&*", "+@all", "-cluster")
+    try:
+        url = ",".join(n.replace("redis://", "redis://blind:pw@")
+                       for n in cluster.url.split(","))
+        done = _gateway(url, "job", "create", "x")
+        assert done.returncode == 2 and "CLUSTER SLOTS" in done.stderr, done.stderr
+    finally:
+        for each in cluster.nodes:
+            with cluster.client(each) as client:
+                client.execute_command("ACL", "DELUSER", "blind")
