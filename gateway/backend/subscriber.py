@@ -15,6 +15,7 @@ import os
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from urllib.parse import urlsplit
 
 import anyio
 from redis.crc import key_slot
@@ -80,6 +81,9 @@ class Subscriber:
         self._probe_channel = f"gw:probe:{secrets.token_hex(8)}".encode()
         self._pick_probe = probe_channel
         self._sharded = sharded
+        # Which node a log line is about, on a cluster (its address, never credentials).
+        parts = urlsplit(url)
+        self._where = f" (node {parts.hostname}:{parts.port})" if sharded else ""
         self._commands = (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if sharded else (
             b"SUBSCRIBE", b"UNSUBSCRIBE")
         self._message = b"smessage" if sharded else b"message"
@@ -140,12 +144,13 @@ class Subscriber:
                     self._on_moved(())  # a node that fails over: ask where its slots went
                 now = asyncio.get_running_loop().time()
                 if (str(exc), backoff) != said:
-                    log.warning("pub/sub connection to Redis failed: %s; retrying in %.2fs",
-                                exc, backoff)
+                    log.warning("pub/sub connection to Redis%s failed: %s; retrying in "
+                                "%.2fs", self._where, exc, backoff)
                     said, said_at = (str(exc), backoff), now
                 elif now - said_at >= _REPEAT_SECONDS:
-                    log.warning("pub/sub connection to Redis still failing after %d attempts: "
-                                "%s; retrying every %.2fs", failures, exc, backoff)
+                    log.warning("pub/sub connection to Redis%s still failing after %d "
+                                "attempts: %s; retrying every %.2fs", self._where, failures,
+                                exc, backoff)
                     said_at = now
                 await _sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
@@ -172,7 +177,7 @@ class Subscriber:
             if healthy:
                 # A connection that worked: reconnect at once, from the first backoff.
                 backoff = _FIRST_BACKOFF
-                log.warning("pub/sub connection to Redis lost; reconnecting")
+                log.warning("pub/sub connection to Redis%s lost; reconnecting", self._where)
                 if refusal is None:
                     continue
             # Refused before it ever worked, or refused again: an outage, not a blip.
@@ -200,9 +205,9 @@ class Subscriber:
         elif refusal.startswith(("MOVED", "ASK", "CROSSSLOT")):
             hint = (" REDIS_URL names a node of a Redis Cluster: set"
                     " GATEWAY_REDIS_CLUSTER=true.")
-        log.error("Redis refused a pub/sub command: %s.%s Retrying with backoff (from "
+        log.error("Redis%s refused a pub/sub command: %s.%s Retrying with backoff (from "
                   "%.2fs up to %.0fs); logged again only if the reply changes.",
-                  refusal, hint, backoff, _MAX_BACKOFF)
+                  self._where, refusal, hint, backoff, _MAX_BACKOFF)
 
     async def _probe_loop(self) -> None:
         while True:
