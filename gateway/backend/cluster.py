@@ -134,7 +134,7 @@ class ClusterBackend(Queries, Channels):
         self._writes = asyncio.Semaphore(max_connections)
         self._timeout = timeout
         self._connections = Shards(topology, connect_timeout=subscribe_timeout,
-                              probe_seconds=probe_seconds, publish=self._publish)
+                                   probe_seconds=probe_seconds, publish=self._publish)
 
     @classmethod
     @asynccontextmanager

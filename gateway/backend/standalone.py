@@ -50,7 +50,7 @@ class StandaloneBackend(Queries, Channels):
         self._pipeline = Reads(url, timeout=timeout)
         super().__init__(self._pipeline)
         self._connections = Subscriber(url, connect_timeout=subscribe_timeout,
-                                      probe_seconds=probe_seconds, publish=self._publish)
+                                       probe_seconds=probe_seconds, publish=self._publish)
 
     @classmethod
     @asynccontextmanager
