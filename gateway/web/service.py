@@ -22,7 +22,8 @@ class Service:
 
     async def readyz(self, request: Request, context: Context, send: Send) -> Reply:
         backend = self.services.backend
-        if backend.listening and await backend.ping():
+        # Until the keyring has read the API keys once, /v1 answers 503: not ready yet.
+        if backend.listening and self.services.keyring.loaded and await backend.ping():
             return JSONResponse({"status": "ready"})
         raise problems.backend_unavailable()
 

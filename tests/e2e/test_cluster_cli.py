@@ -153,7 +153,9 @@ def test_a_gateway_started_before_its_cluster_serves_once_the_cluster_is_up() ->
         wait_ready(gateway.url, 30, why=gateway.output)
         with SyncWorker.from_url(cluster.url, cluster=True) as worker:
             worker.create("late")
-        assert httpx.get(f"{gateway.url}/v1/jobs/late").json()["status"] == "queued"
+        answer = httpx.get(f"{gateway.url}/v1/jobs/late")
+        assert answer.status_code == 200, (answer.text, gateway.output()[-3000:])
+        assert answer.json()["status"] == "queued"
     finally:
         gateway.stop()
         cluster.__exit__(None, None, None)
