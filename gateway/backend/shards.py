@@ -56,6 +56,7 @@ class Shards:
         # Channels a node ended of its own accord: (its URL, reads of the map since).
         self._dropped: dict[bytes, tuple[str, int]] = {}
         self._applied: tuple[str, ...] | None = None  # the slot map last applied
+        self._formed = False  # a slot map that covered every slot was seen
         self._wake: asyncio.Event | None = None
 
     # -- lifetime -----------------------------------------------------------------------
@@ -91,7 +92,8 @@ class Shards:
                     said = ""
                 self._apply()
             await anyio.sleep(_MIN_REFRESH_GAP)
-            settled = self._all_listening and not self._dropped and not self._unhomed
+            settled = (self._all_listening and not self._dropped and not self._unhomed
+                       and self._topology.covered)
             with anyio.move_on_after(_SETTLED_REFRESH if settled else _UNSETTLED_REFRESH):
                 await self._wake.wait()
             self._wake.clear()
@@ -112,6 +114,7 @@ class Shards:
         """Re-route what the slot map moved (only the slots whose owner changed are
         looked at channel by channel), and start or stop connections with the primaries."""
         topology = self._topology
+        self._formed = self._formed or topology.covered
         signature = topology.signature()
         if signature == self._applied and not self._dropped and not self._unhomed:
             return
@@ -193,11 +196,13 @@ class Shards:
 
     @property
     def listening(self) -> bool:
-        """The slot map is known and some primary's connection works. Not all of them:
-        while one shard fails over (or has no primary at all), every gateway process is
-        as cut off from it as the others, and a readiness check that failed on all of
-        them would take the other shards' streams out of the load balancer too."""
-        return self._topology.known and any(
+        """A slot map that covered every slot was seen (not a cluster still being formed,
+        whose nodes each know their own slots only), and some primary's connection works.
+        Not all of them: while one shard fails over (or has no primary at all), every
+        gateway process is as cut off from it as the others, and a readiness check that
+        failed on all of them would take the other shards' streams out of the load
+        balancer too."""
+        return self._formed and any(
             subscriber.listening for subscriber, _ in self._subscribers.values())
 
     @property

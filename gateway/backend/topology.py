@@ -51,6 +51,12 @@ class Topology:
     def known(self) -> bool:
         return bool(self._client.nodes_manager.slots_cache)
 
+    @property
+    def covered(self) -> bool:
+        """Every slot has a primary (not so while a cluster is being formed, when a node
+        knows only its own slots, nor while a primary with no replica is down)."""
+        return len(self._client.nodes_manager.slots_cache) == REDIS_CLUSTER_HASH_SLOTS
+
     def _url(self, node: Any) -> str:
         url = self._urls.get(node.name)
         if url is None:
