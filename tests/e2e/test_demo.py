@@ -190,7 +190,9 @@ def test_a_stop_while_it_starts_leaves_nothing_either(demos: list[Demo], delay: 
     demos.append(demo)
     time.sleep(delay)  # python starting, the Valkey starting, the gateway starting
     demo.process.send_signal(signal.SIGTERM)
-    assert demo.process.wait(10) == 0, "".join(demo.output)
+    # 0, or -SIGTERM when the signal came while Python itself was starting, before the
+    # demo had its handlers (and had started nothing): either way nothing may be left.
+    assert demo.process.wait(10) in (0, -signal.SIGTERM), "".join(demo.output)
     time.sleep(0.2)
     assert _servers() <= before
 
