@@ -124,12 +124,13 @@ class Shards:
             self._subscriber(url)
         moved: dict[Subscriber, list[bytes]] = {}
         for name, (url, tries) in list(self._dropped.items()):
-            owner = topology.owner(name)
+            slot = key_slot(name)
+            owner = topology.slot_owner(slot)
             if owner is None or (owner == url and tries < _DROPPED_TRIES):
                 self._dropped[name] = (url, tries + 1)  # the map may not know yet
                 continue
             del self._dropped[name]
-            moved.setdefault(self._home_in(name, owner), []).append(name)
+            moved.setdefault(self._home_in(name, owner, slot), []).append(name)
         for slot, names in list(self._slots.items()):
             owner = topology.slot_owner(slot)
             if owner is None:
@@ -138,12 +139,13 @@ class Shards:
                 home = self._unhome(name)
                 assert home is not None
                 home.forget((name,))
-                moved.setdefault(self._home_in(name, owner), []).append(name)
+                moved.setdefault(self._home_in(name, owner, slot), []).append(name)
         for name in list(self._unhomed):
-            owner = topology.owner(name)
+            slot = key_slot(name)
+            owner = topology.slot_owner(slot)
             if owner is not None:
                 self._unhomed.discard(name)
-                self._home_in(name, owner).subscribe((name,))
+                self._home_in(name, owner, slot).subscribe((name,))
         if moved and self._listener is not None:
             lost = [name for batch in moved.values() for name in batch]
             log.info("%d watched channels moved to other cluster nodes", len(lost))
@@ -155,10 +157,11 @@ class Shards:
                 scope.cancel()  # no longer a primary (failed over), and nothing left on it
                 del self._subscribers[url]
 
-    def _home_in(self, name: bytes, url: str) -> Subscriber:
-        """Note ``url``'s subscriber as the home of ``name`` (not subscribed here)."""
+    def _home_in(self, name: bytes, url: str, slot: int) -> Subscriber:
+        """Note ``url``'s subscriber as the home of ``name``, of ``slot`` (not subscribed
+        here)."""
         subscriber = self._home[name] = self._subscriber(url)
-        self._slots.setdefault(key_slot(name), set()).add(name)
+        self._slots.setdefault(slot, set()).add(name)
         return subscriber
 
     def _unhome(self, name: bytes) -> Subscriber | None:
@@ -215,13 +218,14 @@ class Shards:
         for name in names:
             if name in self._home or name in self._unhomed or name in self._dropped:
                 continue
-            owner = self._topology.owner(name)
+            slot = key_slot(name)  # once per channel: a stream opening runs this
+            owner = self._topology.slot_owner(slot)
             if owner is None:
                 self._unhomed.add(name)  # subscribed once a primary serves its slot
                 if self._wake is not None:
                     self._wake.set()
                 continue
-            batches.setdefault(self._home_in(name, owner), []).append(name)
+            batches.setdefault(self._home_in(name, owner, slot), []).append(name)
         for subscriber, batch in batches.items():
             subscriber.subscribe(batch)
 

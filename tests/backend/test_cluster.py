@@ -180,7 +180,7 @@ class StaleTopology(Topology):
 
     def __init__(self, client: Any, base_url: str) -> None:
         super().__init__(client, base_url)
-        self.stale: dict[bytes, str] = {}  # channel → the owner it is still told to have
+        self.stale: dict[int, str] = {}  # slot → the owner it is still told to have
         self.stale_reads = 0
 
     async def refresh(self) -> None:
@@ -190,8 +190,8 @@ class StaleTopology(Topology):
             if self.stale_reads < 0:
                 self.stale.clear()
 
-    def owner(self, channel: bytes) -> str | None:
-        return self.stale.get(channel) or super().owner(channel)
+    def slot_owner(self, slot: int) -> str | None:
+        return self.stale.get(slot) or super().slot_owner(slot)
 
 
 async def test_a_dropped_channel_finds_its_new_primary_through_a_stale_slot_map(
@@ -212,7 +212,7 @@ async def test_a_dropped_channel_finds_its_new_primary_through_a_stale_slot_map(
                 await _watch(backend, heard, [channel])
                 old = topology.owner(channel)
                 assert old is not None
-                topology.stale, topology.stale_reads = {channel: old}, 3
+                topology.stale, topology.stale_reads = {slot: old}, 3
                 source = cluster.owner(slot)
                 target = next(n for n in cluster.nodes if n is not source)
                 await anyio.to_thread.run_sync(cluster.migrate, slot, target)
